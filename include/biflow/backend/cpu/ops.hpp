@@ -1,0 +1,229 @@
+#pragma once
+// Cpu backend primitives on Eigen. Every function here has a Cuda twin in backend/cuda/ops.cuh with the
+// same signature; layers call them unqualified and overload resolution picks the backend.
+#include <Eigen/Dense>
+#include <cmath>
+#include <tuple>
+
+#include "../../core/rng.hpp"
+#include "../tensor.hpp"
+
+namespace biflow {
+
+namespace cpu_detail {
+struct Bcast {
+  long rs, cs;  // row / column strides (0 = broadcast)
+};
+template <class T>
+Bcast bcast_of(const char* where, const Tensor<Cpu<T>>& in, long rows, long cols) {
+  if ((in.rows() != rows && in.rows() != 1) || (in.cols() != cols && in.cols() != 1))
+    throw shape_error(detail::cat(where, ": cannot broadcast a ", in.rows(), "x", in.cols(), " tensor to ", rows,
+                                  "x", cols));
+  return {in.rows() == 1 ? 0 : in.cols(), in.cols() == 1 ? 0 : 1};
+}
+}  // namespace cpu_detail
+
+/// C = alpha * op(A) op(B) + beta * C. C is resized (and beta must be 0) when its shape does not match.
+template <class T>
+void gemm(const Tensor<Cpu<T>>& a, bool trans_a, const Tensor<Cpu<T>>& b, bool trans_b, Tensor<Cpu<T>>& c,
+          T alpha = T(1), T beta = T(0)) {
+  const long m = trans_a ? a.cols() : a.rows(), k = trans_a ? a.rows() : a.cols();
+  const long kb = trans_b ? b.cols() : b.rows(), n = trans_b ? b.rows() : b.cols();
+  if (k != kb)
+    throw shape_error(detail::cat("gemm: inner dimensions differ: op(A) is ", m, "x", k, ", op(B) is ", kb, "x", n));
+  if (c.rows() != m || c.cols() != n) {
+    if (beta != T(0))
+      throw shape_error(detail::cat("gemm: accumulating into a ", c.rows(), "x", c.cols(), " tensor, expected ", m,
+                                    "x", n));
+    c.eigen().resize(m, n);
+  }
+  auto& C = c.eigen();
+  const auto& A = a.eigen();
+  const auto& Bm = b.eigen();
+  // noalias: C never aliases A or B in biflow's layers; skipping the temporary matters for speed.
+  if (beta == T(0)) {
+    if (!trans_a && !trans_b) C.noalias() = alpha * A * Bm;
+    else if (!trans_a && trans_b) C.noalias() = alpha * A * Bm.transpose();
+    else if (trans_a && !trans_b) C.noalias() = alpha * A.transpose() * Bm;
+    else C.noalias() = alpha * A.transpose() * Bm.transpose();
+  } else {
+    if (beta != T(1)) C *= beta;
+    if (!trans_a && !trans_b) C.noalias() += alpha * A * Bm;
+    else if (!trans_a && trans_b) C.noalias() += alpha * A * Bm.transpose();
+    else if (trans_a && !trans_b) C.noalias() += alpha * A.transpose() * Bm;
+    else C.noalias() += alpha * A.transpose() * Bm.transpose();
+  }
+}
+
+/// out[r, c] = f(in0[r', c'], in1[...], ...) where each input is out-shaped or broadcasts along a
+/// dimension of size 1.
+template <class T, class F, class... In>
+void map(Tensor<Cpu<T>>& out, F f, const In&... in) {
+  const long R = out.rows(), C = out.cols();
+  const cpu_detail::Bcast bc[] = {cpu_detail::bcast_of("map", in, R, C)...};
+  const T* ptr[] = {in.data()...};
+  T* o = out.data();
+  for (long r = 0; r < R; ++r)
+    for (long c = 0; c < C; ++c) {
+      [&]<std::size_t... I>(std::index_sequence<I...>) {
+        o[r * C + c] = f(ptr[I][r * bc[I].rs + c * bc[I].cs]...);
+      }(std::index_sequence_for<In...>{});
+    }
+}
+
+/// Applies f(a_i, b_i, ...) with every argument a mutable reference to element i (all same shape):
+/// lets optimizers update several state tensors in one pass.
+template <class F, class T, class... Ts>
+void for_each(F f, Tensor<Cpu<T>>& first, Ts&... rest) {
+  ((require_shape("for_each", rest, first.rows(), first.cols())), ...);
+  const long n = first.size();
+  T* p0 = first.data();
+  std::tuple<decltype(rest.data())...> ps{rest.data()...};
+  for (long i = 0; i < n; ++i)
+    std::apply([&](auto*... p) { f(p0[i], p[i]...); }, ps);
+}
+
+/// rows x 1: sum of each row.
+template <class T>
+Tensor<Cpu<T>> row_sum(const Tensor<Cpu<T>>& x) {
+  return Tensor<Cpu<T>>(HostMatrix<T>(x.eigen().rowwise().sum()));
+}
+/// out (1 x cols) = beta * out + sum of x over rows.
+template <class T>
+void col_sum(const Tensor<Cpu<T>>& x, Tensor<Cpu<T>>& out, T beta = T(0)) {
+  if (out.rows() != 1 || out.cols() != x.cols()) {
+    if (beta != T(0)) require_shape("col_sum", out, 1, x.cols());
+    out = Tensor<Cpu<T>>(1, x.cols());
+  }
+  if (beta == T(0)) out.eigen() = x.eigen().colwise().sum();
+  else out.eigen() = beta * out.eigen() + x.eigen().colwise().sum();
+}
+template <class T>
+T sum(const Tensor<Cpu<T>>& x) {
+  return x.eigen().sum();
+}
+template <class T>
+T sum_sq(const Tensor<Cpu<T>>& x) {
+  return x.eigen().squaredNorm();
+}
+template <class T>
+bool all_finite(const Tensor<Cpu<T>>& x) {
+  return x.eigen().allFinite();
+}
+template <class T>
+void set_zero(Tensor<Cpu<T>>& x) {
+  x.eigen().setZero();
+}
+template <class T>
+void fill(Tensor<Cpu<T>>& x, T v) {
+  x.eigen().setConstant(v);
+}
+
+/// Columns [c0, c0 + n) of x.
+template <class T>
+Tensor<Cpu<T>> slice_cols(const Tensor<Cpu<T>>& x, long c0, long n) {
+  if (c0 < 0 || n < 0 || c0 + n > x.cols())
+    throw shape_error(detail::cat("slice_cols: columns [", c0, ", ", c0 + n, ") out of range for ", x.cols(),
+                                  " columns"));
+  return Tensor<Cpu<T>>(HostMatrix<T>(x.eigen().middleCols(c0, n)));
+}
+/// [a | b] side by side (same rows).
+template <class T>
+Tensor<Cpu<T>> concat_cols(const Tensor<Cpu<T>>& a, const Tensor<Cpu<T>>& b) {
+  require_dim("concat_cols", "rows of the second tensor", a.rows(), b.rows());
+  HostMatrix<T> m(a.rows(), a.cols() + b.cols());
+  m << a.eigen(), b.eigen();
+  return Tensor<Cpu<T>>(std::move(m));
+}
+/// y[:, j] = x[:, idx[j]].
+template <class T>
+Tensor<Cpu<T>> gather_cols(const Tensor<Cpu<T>>& x, const Indices<Cpu<T>>& idx) {
+  Tensor<Cpu<T>> y(x.rows(), idx.size());
+  const auto* id = idx.data();
+  for (long r = 0; r < x.rows(); ++r)
+    for (long j = 0; j < idx.size(); ++j) y.data()[r * idx.size() + j] = x.data()[r * x.cols() + id[j]];
+  return y;
+}
+
+/// Row-wise layer normalisation: y = (x - mean) * rstd * gamma + beta; saves mean and rstd (rows x 1).
+template <class T>
+void layernorm_forward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>& gamma, const Tensor<Cpu<T>>& beta, T eps,
+                       Tensor<Cpu<T>>& y, Tensor<Cpu<T>>& mean, Tensor<Cpu<T>>& rstd) {
+  const long R = x.rows(), C = x.cols();
+  y = Tensor<Cpu<T>>(R, C);
+  mean = Tensor<Cpu<T>>(R, 1);
+  rstd = Tensor<Cpu<T>>(R, 1);
+  for (long r = 0; r < R; ++r) {
+    const T* xr = x.data() + r * C;
+    T mu = 0;
+    for (long c = 0; c < C; ++c) mu += xr[c];
+    mu /= T(C);
+    T var = 0;
+    for (long c = 0; c < C; ++c) var += (xr[c] - mu) * (xr[c] - mu);
+    var /= T(C);
+    const T rs = T(1) / std::sqrt(var + eps);
+    mean.data()[r] = mu;
+    rstd.data()[r] = rs;
+    for (long c = 0; c < C; ++c) y.data()[r * C + c] = (xr[c] - mu) * rs * gamma.data()[c] + beta.data()[c];
+  }
+}
+/// Returns dx; accumulates dgamma, dbeta (1 x cols).
+template <class T>
+Tensor<Cpu<T>> layernorm_backward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>& gamma, const Tensor<Cpu<T>>& mean,
+                                  const Tensor<Cpu<T>>& rstd, const Tensor<Cpu<T>>& dy, Tensor<Cpu<T>>& dgamma,
+                                  Tensor<Cpu<T>>& dbeta) {
+  const long R = x.rows(), C = x.cols();
+  Tensor<Cpu<T>> dx(R, C);
+  for (long r = 0; r < R; ++r) {
+    const T* xr = x.data() + r * C;
+    const T* g = dy.data() + r * C;
+    const T mu = mean.data()[r], rs = rstd.data()[r];
+    T s1 = 0, s2 = 0;  // mean of (dy*gamma) and of (dy*gamma*xhat)
+    for (long c = 0; c < C; ++c) {
+      const T xh = (xr[c] - mu) * rs, gg = g[c] * gamma.data()[c];
+      s1 += gg;
+      s2 += gg * xh;
+      dgamma.data()[c] += g[c] * xh;
+      dbeta.data()[c] += g[c];
+    }
+    s1 /= T(C);
+    s2 /= T(C);
+    for (long c = 0; c < C; ++c) {
+      const T xh = (xr[c] - mu) * rs;
+      dx.data()[r * C + c] = rs * (g[c] * gamma.data()[c] - s1 - xh * s2);
+    }
+  }
+  return dx;
+}
+
+/// Fills with N(mean, std^2) from the counter-based stream (identical numbers on every backend).
+template <class T>
+void fill_normal(Tensor<Cpu<T>>& x, Rng& rng, T mean = T(0), T stddev = T(1)) {
+  const std::uint64_t base = rng.take(static_cast<std::uint64_t>(x.size()));
+  for (long i = 0; i < x.size(); ++i)
+    x.data()[i] = mean + stddev * static_cast<T>(rng_detail::normal(rng.seed(), base + i));
+}
+/// Fills with U[lo, hi) from the counter-based stream.
+template <class T>
+void fill_uniform(Tensor<Cpu<T>>& x, Rng& rng, T lo = T(0), T hi = T(1)) {
+  const std::uint64_t base = rng.take(static_cast<std::uint64_t>(x.size()));
+  for (long i = 0; i < x.size(); ++i)
+    x.data()[i] =
+        lo + (hi - lo) * static_cast<T>(rng_detail::uniform01(rng_detail::hash2(rng.seed(), base + i)));
+}
+
+/// Inverse of a small square matrix (LU with partial pivoting).
+template <class T>
+Tensor<Cpu<T>> inverse(const Tensor<Cpu<T>>& a) {
+  require_dim("inverse", "columns of a square matrix", a.rows(), a.cols());
+  return Tensor<Cpu<T>>(HostMatrix<T>(a.eigen().partialPivLu().inverse()));
+}
+
+/// Host index vector -> backend index buffer.
+template <class B>
+  requires is_cpu<B>::value
+Indices<B> make_indices(std::vector<std::int32_t> v) {
+  return Indices<B>(std::move(v));
+}
+
+}  // namespace biflow

@@ -1,0 +1,90 @@
+#pragma once
+// Elementwise functors shared by all layers. They are plain structs with host+device call operators so
+// the same math runs in Cpu loops and Cuda kernels (backends apply them with map / for_each).
+#include <cmath>
+
+#include "../core/config.hpp"
+
+namespace biflow::fn {
+
+struct Add {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a, T b) const { return a + b; }
+};
+struct Sub {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a, T b) const { return a - b; }
+};
+struct Mul {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a, T b) const { return a * b; }
+};
+struct Neg {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a) const { return -a; }
+};
+struct Copy {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a) const { return a; }
+};
+struct Exp {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a) const { return std::exp(a); }
+};
+struct Square {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a) const { return a * a; }
+};
+/// a * s
+struct Scale {
+  double s;
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a) const { return a * T(s); }
+};
+/// a * alpha + b * beta
+struct Axpby {
+  double alpha, beta;
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a, T b) const { return T(alpha) * a + T(beta) * b; }
+};
+/// a + b * c
+struct AddMul {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a, T b, T c) const { return a + b * c; }
+};
+/// 1 - a (mask complement)
+struct OneMinus {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a) const { return T(1) - a; }
+};
+/// Soft clamp c * tanh(a / c) (c <= 0 disables it), times an optional mask m.
+struct SoftClamp {
+  double c;
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a, T m) const { return (c > 0 ? T(c) * std::tanh(a / T(c)) : a) * m; }
+};
+/// Derivative of SoftClamp given its output s (= c tanh(a/c)): 1 - (s/c)^2, times upstream g.
+struct SoftClampGrad {
+  double c;
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T g, T s) const {
+    if (c <= 0) return g;
+    const T u = s / T(c);
+    return g * (T(1) - u * u);
+  }
+};
+struct MulExp {  // a*exp(s)
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a, T s) const { return a * std::exp(s); }
+};
+/// a + b*c + d
+struct AddMulAdd {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a, T b, T c, T d) const { return a + b * c + d; }
+};
+struct MulExpNeg {  // g * exp(-a)
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T g, T a) const { return g * std::exp(-a); }
+};
+
+}  // namespace biflow::fn

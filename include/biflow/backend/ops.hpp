@@ -1,0 +1,60 @@
+#pragma once
+// Backend primitives: the only layer of biflow that knows Eigen or CUDA. Layers call these names
+// unqualified; the overload for the tensor's backend is picked at compile time.
+//
+//   gemm, map, for_each, row_sum, col_sum, sum, sum_sq, all_finite, set_zero, fill, slice_cols,
+//   concat_cols, gather_cols, layernorm_forward/backward, fill_normal, fill_uniform, inverse,
+//   make_indices, from_host, to_host
+//
+// Below: backend-independent conveniences built only from those primitives.
+#include <algorithm>
+
+#include "cpu/ops.hpp"
+#include "functors.hpp"
+#if defined(__CUDACC__)
+#include "cuda/ops.cuh"
+#endif
+
+namespace biflow {
+
+/// New tensor = f(ins...) elementwise, shaped as the largest input (others broadcast).
+template <class F, class B, class... In>
+Tensor<B> zip(F f, const Tensor<B>& a, const In&... in) {
+  const long R = std::max({a.rows(), in.rows()...}), C = std::max({a.cols(), in.cols()...});
+  Tensor<B> out(R, C);
+  map(out, f, a, in...);
+  return out;
+}
+
+/// op(A) op(B) as a new tensor.
+template <class B>
+Tensor<B> matmul(const Tensor<B>& a, bool ta, const Tensor<B>& b, bool tb) {
+  Tensor<B> c;
+  gemm(a, ta, b, tb, c);
+  return c;
+}
+
+/// dst += src (same shape).
+template <class B>
+void add_inplace(Tensor<B>& dst, const Tensor<B>& src) {
+  require_shape("add_inplace", src, dst.rows(), dst.cols());
+  map(dst, fn::Add{}, dst, src);
+}
+
+/// A rows x 1 tensor filled with v (per-sample log-dets start here).
+template <class B>
+Tensor<B> constant(long rows, long cols, typename B::scalar v) {
+  Tensor<B> t(rows, cols);
+  fill(t, v);
+  return t;
+}
+
+/// Host vector (one row) -> backend tensor.
+template <class B>
+Tensor<B> row_from_host(const std::vector<typename B::scalar>& v) {
+  HostMatrix<typename B::scalar> m(1, static_cast<long>(v.size()));
+  for (std::size_t i = 0; i < v.size(); ++i) m(0, static_cast<long>(i)) = v[i];
+  return from_host<B>(m);
+}
+
+}  // namespace biflow

@@ -1,0 +1,94 @@
+#pragma once
+// Tensor<B>: the one shape biflow computes on. 2-D, row-major, rows = samples (x tokens), cols = features.
+#include <Eigen/Core>
+#include <cstdint>
+#include <vector>
+
+#include "../core/config.hpp"
+#include "../core/errors.hpp"
+#include "tags.hpp"
+
+namespace biflow {
+
+/// Host-side matrix type used for explicit transfers and for everything that is not hot
+/// (data loading, checks, plotting).
+template <class T>
+using HostMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+template <class B>
+class Tensor {
+  static_assert(dependent_false<B>,
+                "biflow::Tensor<B>: no tensor for this backend. Use Cpu<float>, Cpu<double>, or Cuda<float> "
+                "(the latter only in .cu files compiled by nvcc).");
+};
+
+template <class B>
+class Indices {
+  static_assert(dependent_false<B>, "biflow::Indices<B>: no index buffer for this backend.");
+};
+
+/// Cpu tensor: owns an Eigen row-major matrix. Copies are deep.
+template <class T>
+class Tensor<Cpu<T>> {
+ public:
+  using backend = Cpu<T>;
+  using scalar = T;
+  Tensor() = default;
+  Tensor(long rows, long cols) : m_(rows, cols) { m_.setZero(); }
+  explicit Tensor(HostMatrix<T> m) : m_(std::move(m)) {}
+  long rows() const { return m_.rows(); }
+  long cols() const { return m_.cols(); }
+  long size() const { return m_.size(); }
+  bool empty() const { return m_.size() == 0; }
+  T* data() { return m_.data(); }
+  const T* data() const { return m_.data(); }
+  /// Direct Eigen access; exists on Cpu only (backend code and tests use it, layers must not).
+  HostMatrix<T>& eigen() { return m_; }
+  const HostMatrix<T>& eigen() const { return m_; }
+
+ private:
+  HostMatrix<T> m_;
+};
+
+/// Cpu index buffer (gathers/permutations).
+template <class T>
+class Indices<Cpu<T>> {
+ public:
+  Indices() = default;
+  explicit Indices(std::vector<std::int32_t> v) : v_(std::move(v)) {}
+  long size() const { return static_cast<long>(v_.size()); }
+  const std::int32_t* data() const { return v_.data(); }
+  const std::vector<std::int32_t>& host() const { return v_; }
+
+ private:
+  std::vector<std::int32_t> v_;
+};
+
+/// Explicit host -> backend copy (a plain copy on Cpu; an upload on Cuda).
+template <class B>
+  requires is_cpu<B>::value
+Tensor<B> from_host(const HostMatrix<typename B::scalar>& m) {
+  return Tensor<B>(m);
+}
+/// Explicit backend -> host copy (a plain copy on Cpu; a download on Cuda).
+template <class B>
+  requires is_cpu<B>::value
+HostMatrix<typename B::scalar> to_host(const Tensor<B>& t) {
+  return t.eigen();
+}
+
+/// Shape check with a message naming the tensor, expected and actual shape.
+template <class B>
+void require_shape(const char* where, const Tensor<B>& t, long rows, long cols) {
+  if (t.rows() != rows || t.cols() != cols)
+    throw shape_error(detail::cat(where, ": expected a ", rows, "x", cols, " tensor, got ", t.rows(), "x",
+                                  t.cols()));
+}
+template <class B>
+void require_cols(const char* where, const Tensor<B>& t, long cols) {
+  if (t.cols() != cols)
+    throw shape_error(detail::cat(where, ": expected ", cols, " columns (features), got ", t.cols(), " (tensor is ",
+                                  t.rows(), "x", t.cols(), ")"));
+}
+
+}  // namespace biflow

@@ -1,0 +1,14 @@
+#pragma once
+// Portability macros shared by host and device code.
+#if defined(__CUDACC__)
+#define BIFLOW_HOST_DEVICE __host__ __device__
+#else
+#define BIFLOW_HOST_DEVICE
+#endif
+
+namespace biflow {
+// Lets a static_assert in a discarded `if constexpr` branch or primary template depend on T,
+// so the message fires only when the branch is actually instantiated.
+template <class...>
+inline constexpr bool dependent_false = false;
+}  // namespace biflow

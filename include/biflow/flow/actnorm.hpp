@@ -1,0 +1,95 @@
+#pragma once
+// ActNorm (Glow): y = (x + loc) ⊙ exp(log_scale), per feature; log-det = Σ log_scale.
+// data_init(x) sets loc and log_scale so the first batch comes out with zero mean and unit variance.
+#include "flow_layer.hpp"
+
+namespace biflow {
+
+namespace fn {
+struct AddMulExp {  // (x + loc) * exp(ls)
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T x, T loc, T ls) const { return (x + loc) * std::exp(ls); }
+};
+struct ActInv {  // y * exp(-ls) - loc
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T y, T loc, T ls) const { return y * std::exp(-ls) - loc; }
+};
+struct NegLogSqrtEps {  // -log(sqrt(v) + eps)
+  double eps;
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T v) const { return -std::log(std::sqrt(v) + T(eps)); }
+};
+struct SqDiffScaled {  // (x - m)^2 * s
+  double s;
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T x, T m) const { return (x - m) * (x - m) * T(s); }
+};
+}  // namespace fn
+
+template <Backend B>
+class ActNorm : public FlowLayerBase<ActNorm<B>, B> {
+ public:
+  static constexpr const char* layer_name = "ActNorm";
+  using T = typename B::scalar;
+  struct Context {
+    Tensor<B> y;
+  };
+  ActNorm() = default;
+  explicit ActNorm(long d) : d_(d) {
+    loc = Parameter<B>(Tensor<B>(1, d));
+    log_scale = Parameter<B>(Tensor<B>(1, d));
+  }
+  long features() const { return d_; }
+  long cond_features() const { return 0; }
+  bool initialized() const { return initialized_; }
+
+  /// Data-dependent initialisation from a batch (needs at least 2 rows).
+  void data_init(const Tensor<B>& x, const Tensor<B>& = {}) {
+    require_cols("ActNorm.data_init", x, d_);
+    if (x.rows() < 2) throw shape_error(detail::cat("ActNorm.data_init: need at least 2 rows, got ", x.rows()));
+    Tensor<B> mean, var;
+    col_sum(x, mean);
+    map(mean, fn::Scale{1.0 / double(x.rows())}, mean);
+    col_sum(zip(fn::SqDiffScaled{1.0 / double(x.rows())}, x, mean), var);
+    map(loc.value, fn::Neg{}, mean);
+    map(log_scale.value, fn::NegLogSqrtEps{1e-6}, var);
+    initialized_ = true;
+  }
+
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>&, bool want_logdet) const {
+    ctx.y = zip(fn::AddMulExp{}, x, loc.value, log_scale.value);
+    return {ctx.y, want_logdet ? logdet_rows(x.rows(), 1.0) : Tensor<B>{}};
+  }
+  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>&, bool want_logdet) const {
+    return {zip(fn::ActInv{}, y, loc.value, log_scale.value), want_logdet ? logdet_rows(y.rows(), -1.0) : Tensor<B>{}};
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
+    require_shape("ActNorm.backward: dy", dy, ctx.y.rows(), d_);
+    require_shape("ActNorm.backward: dlogdet", dlogdet, ctx.y.rows(), 1);
+    Tensor<B> dx = zip(fn::MulExp{}, dy, log_scale.value);
+    col_sum(dx, loc.grad, T(1));
+    Tensor<B> dls, dlsum;
+    col_sum(zip(fn::Mul{}, dy, ctx.y), dls);
+    col_sum(dlogdet, dlsum);
+    map(log_scale.grad, fn::AddMulAdd{}, log_scale.grad, dls, one(), dlsum);
+    return dx;
+  }
+  template <class V>
+  void visit_parameters(V&& v, const std::string& prefix) {
+    v(join_name(prefix, "loc"), loc);
+    v(join_name(prefix, "log_scale"), log_scale);
+  }
+  Parameter<B> loc, log_scale;
+
+ private:
+  static Tensor<B> one() { return constant<B>(1, 1, T(1)); }
+  Tensor<B> logdet_rows(long rows, double sign) const {
+    Tensor<B> s = row_sum(log_scale.value), out(rows, 1);
+    map(out, fn::Scale{sign}, s);
+    return out;
+  }
+  long d_ = 0;
+  bool initialized_ = false;
+};
+
+}  // namespace biflow

@@ -1,0 +1,128 @@
+#pragma once
+// Affine coupling (RealNVP): y = x ⊙ exp(s) + t on the dimensions the mask marks 0, identity on the rest,
+// with (s, t) = net([x ⊙ mask, cond]); s = c·tanh(s_raw / c) keeps the scale bounded.
+#include <vector>
+
+#include "../nn/mlp.hpp"
+#include "flow_layer.hpp"
+#include "masks.hpp"
+
+namespace biflow {
+
+namespace fn {
+struct AffineFwd {  // x*exp(s) + t
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T x, T s, T t) const { return x * std::exp(s) + t; }
+};
+struct AffineInv {  // (y - t)*exp(-s)
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T y, T s, T t) const { return (y - t) * std::exp(-s); }
+};
+/// d loss / d s_raw for coupling: ((dy*x*exp(s) + dl) * inv_mask) * clamp'(s)
+struct CouplingDsRaw {
+  double c;
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T dy, T x, T s, T dl, T im) const {
+    const T g = (dy * x * std::exp(s) + dl) * im;
+    if (c <= 0) return g;
+    const T u = s / T(c);
+    return g * (T(1) - u * u);
+  }
+};
+}  // namespace fn
+
+template <Backend B, class Net = MLP<B, act::ReLU>>
+class AffineCoupling : public FlowLayerBase<AffineCoupling<B, Net>, B> {
+  static_assert(check_module<Net>());
+  static_assert(std::is_same_v<typename Net::backend, B>,
+                "AffineCoupling<B, Net>: the conditioner network must use the same backend as the layer.");
+
+ public:
+  static constexpr const char* layer_name = "AffineCoupling";
+  using T = typename B::scalar;
+  struct Context {
+    Tensor<B> x, s;
+    typename Net::Context net;
+  };
+
+  AffineCoupling() = default;
+  /// mask: 1 = kept dims (fed to net), 0 = transformed; net: (D + cond_features) -> 2D, outputs [s_raw | t].
+  /// clamp: bound c on |s| (<= 0: unbounded). The net's last layer should start at zero (identity flow).
+  AffineCoupling(std::vector<int> mask, Net net, long cond_features = 0, double clamp = 2.0)
+      : d_(static_cast<long>(mask.size())), c_(cond_features), clamp_(clamp), net(std::move(net)) {
+    masks::validate(mask, d_);
+    if (this->net.in_features() != d_ + c_ || this->net.out_features() != 2 * d_)
+      throw shape_error(detail::cat("AffineCoupling: the conditioner must map ", d_ + c_, " -> ", 2 * d_,
+                                    " features (D + context -> [scale | shift]), got ", this->net.in_features(),
+                                    " -> ", this->net.out_features()));
+    std::vector<T> m(mask.begin(), mask.end()), im;
+    for (int v : mask) im.push_back(T(1 - v));
+    mask_ = row_from_host<B>(m);
+    inv_mask_ = row_from_host<B>(im);
+  }
+
+  long features() const { return d_; }
+  long cond_features() const { return c_; }
+
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet) const {
+    auto [s, t] = scale_shift(x, cond, ctx.net);
+    FlowOut<B> out{zip(fn::AffineFwd{}, x, s, t), {}};
+    if (want_logdet) out.logdet = row_sum(s);
+    ctx.x = x;
+    ctx.s = std::move(s);
+    return out;
+  }
+  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet) const {
+    typename Net::Context nctx;
+    auto [s, t] = scale_shift(y, cond, nctx);  // kept dims of y equal those of x
+    FlowOut<B> out{zip(fn::AffineInv{}, y, s, t), {}};
+    if (want_logdet) out.logdet = zip(fn::Neg{}, row_sum(s));
+    return out;
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
+    require_shape("AffineCoupling.backward: dy", dy, ctx.x.rows(), d_);
+    require_shape("AffineCoupling.backward: dlogdet", dlogdet, ctx.x.rows(), 1);
+    Tensor<B> dx = zip(fn::MulExp{}, dy, ctx.s);
+    Tensor<B> ds = zip(fn::CouplingDsRaw{clamp_}, dy, ctx.x, ctx.s, dlogdet, inv_mask_);
+    Tensor<B> dt = zip(fn::Mul{}, dy, inv_mask_);
+    Tensor<B> dinp = net.backward(ctx.net, concat_cols(ds, dt));
+    if (c_ > 0) dinp = slice_cols(dinp, 0, d_);
+    map(dx, fn::AddMul{}, dx, dinp, mask_);
+    return dx;
+  }
+  template <class V>
+  void visit_parameters(V&& v, const std::string& prefix) {
+    net.visit_parameters(v, join_name(prefix, "net"));
+  }
+
+  Net net;
+
+ private:
+  std::pair<Tensor<B>, Tensor<B>> scale_shift(const Tensor<B>& x, const Tensor<B>& cond,
+                                              typename Net::Context& nctx) const {
+    Tensor<B> inp = zip(fn::Mul{}, x, mask_);
+    if (c_ > 0) inp = concat_cols(inp, cond);
+    const Tensor<B> h = net.forward(inp, nctx);
+    return {zip(fn::SoftClamp{clamp_}, slice_cols(h, 0, d_), inv_mask_),
+            zip(fn::Mul{}, slice_cols(h, d_, d_), inv_mask_)};
+  }
+  long d_ = 0, c_ = 0;
+  double clamp_ = 2.0;
+  Tensor<B> mask_, inv_mask_;
+};
+
+/// A RealNVP coupling with an MLP conditioner (D + cond -> hidden... -> 2D, last layer zeroed so the
+/// layer starts as the identity).
+template <Backend B, class Act = act::ReLU>
+AffineCoupling<B, MLP<B, Act>> make_coupling(std::vector<int> mask, std::vector<long> hidden, Rng& rng,
+                                             long cond_features = 0, double clamp = 2.0) {
+  const long d = static_cast<long>(mask.size());
+  std::vector<long> sizes{d + cond_features};
+  sizes.insert(sizes.end(), hidden.begin(), hidden.end());
+  sizes.push_back(2 * d);
+  MLP<B, Act> net(sizes, rng);
+  net.zero_last();
+  return AffineCoupling<B, MLP<B, Act>>(std::move(mask), std::move(net), cond_features, clamp);
+}
+
+}  // namespace biflow

@@ -1,0 +1,59 @@
+#pragma once
+// Standard-normal base distribution and the density / sampling of a flow built on it.
+#include <cmath>
+#include <numbers>
+
+#include "flow_layer.hpp"
+
+namespace biflow {
+
+namespace fn {
+struct HalfSq {  // 0.5*z^2
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T z) const { return T(0.5) * z * z; }
+};
+struct NormalLogProb {  // -(q + c) + ld  with q = ½Σz², c = D/2·log 2π
+  double c;
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T q, T ld) const { return -(q + T(c)) + ld; }
+};
+}  // namespace fn
+
+/// N(0, I) in D dimensions.
+struct StandardNormal {
+  /// log N(z; 0, I) per row (rows x 1).
+  template <class B>
+  static Tensor<B> log_prob(const Tensor<B>& z) {
+    const Tensor<B> zero(z.rows(), 1);
+    return zip(fn::NormalLogProb{0.5 * double(z.cols()) * std::log(2 * std::numbers::pi)},
+               row_sum(zip(fn::HalfSq{}, z)), zero);
+  }
+  template <class B>
+  static Tensor<B> sample(long n, long d, Rng& rng) {
+    Tensor<B> z(n, d);
+    fill_normal(z, rng);
+    return z;
+  }
+};
+
+/// log p(x) of a flow with a standard-normal base, per row (rows x 1).
+template <FlowLayer F>
+Tensor<typename F::backend> log_prob(const F& flow, const Tensor<typename F::backend>& x,
+                                     const Tensor<typename F::backend>& cond = {}) {
+  typename F::Context ctx;
+  const FlowOut<typename F::backend> o = flow.forward(x, ctx, cond, logdet::analytic);
+  return zip(fn::NormalLogProb{0.5 * double(x.cols()) * std::log(2 * std::numbers::pi)},
+             row_sum(zip(fn::HalfSq{}, o.y)), o.logdet);
+}
+
+/// n samples x = F⁻¹(z), z ~ N(0, I) at the given temperature (std of z).
+template <FlowLayer F>
+Tensor<typename F::backend> sample(const F& flow, long n, Rng& rng, const Tensor<typename F::backend>& cond = {},
+                                   double temperature = 1.0) {
+  using B = typename F::backend;
+  Tensor<B> z = StandardNormal::sample<B>(n, flow.features(), rng);
+  if (temperature != 1.0) map(z, fn::Scale{temperature}, z);
+  return flow.inverse(z, cond, logdet::none).y;
+}
+
+}  // namespace biflow

@@ -1,0 +1,268 @@
+#pragma once
+// Compile-time composition: Sequential<L...> chains heterogeneous flow layers; Repeat<N, Block> stacks N
+// blocks of one type. Both are flow layers themselves (nestable), sum log-dets, and can return the
+// trajectory x⁰ … x^B of states between their top-level layers (the learned inverse trains on it).
+#include <array>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "flow_layer.hpp"
+
+namespace biflow {
+
+/// Result of forward_trajectory: states[0] = x, states[i+1] = output of layer i, plus the total log-det.
+template <class B>
+struct Trajectory {
+  std::vector<Tensor<B>> states;
+  Tensor<B> logdet;
+};
+
+namespace seq_detail {
+template <class B>
+void add_logdet(Tensor<B>& acc, const Tensor<B>& ld) {
+  if (ld.empty()) return;
+  if (acc.empty()) acc = ld;
+  else add_inplace(acc, ld);
+}
+template <class L, class B>
+void maybe_data_init(L& layer, const Tensor<B>& x, const Tensor<B>& cond) {
+  if constexpr (requires { layer.data_init(x, cond); }) layer.data_init(x, cond);
+}
+}  // namespace seq_detail
+
+template <class... Ls>
+class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_element_t<0, std::tuple<Ls...>>::backend> {
+  static_assert(sizeof...(Ls) > 0, "Sequential<>: a flow needs at least one layer.");
+  static_assert((check_flow_layer<Ls>() && ...));
+  using B0 = typename std::tuple_element_t<0, std::tuple<Ls...>>::backend;
+  static_assert((std::is_same_v<typename Ls::backend, B0> && ...),
+                "Sequential<L...>: all layers must use the same backend (e.g. all Cpu<float>).");
+
+ public:
+  using B = B0;
+  static constexpr const char* layer_name = "Sequential";
+  static constexpr std::size_t size = sizeof...(Ls);
+  using Context = std::tuple<typename Ls::Context...>;
+
+  Sequential() = default;
+  explicit Sequential(Ls... ls) : layers_(std::move(ls)...) {
+    const long d = std::get<0>(layers_).features();
+    std::size_t i = 0;
+    std::apply([&](auto&... l) {
+      ((l.features() == d ? void(++i)
+                          : throw shape_error(detail::cat("Sequential: layer ", i, " has ", l.features(),
+                                                          " features, layer 0 has ", d, "; flows keep the dimension"))),
+       ...);
+    }, layers_);
+  }
+
+  long features() const { return std::get<0>(layers_).features(); }
+  long cond_features() const {
+    long c = 0;
+    std::apply([&](const auto&... l) { ((c = std::max(c, l.cond_features())), ...); }, layers_);
+    return c;
+  }
+  std::tuple<Ls...>& layers() { return layers_; }
+  const std::tuple<Ls...>& layers() const { return layers_; }
+
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet) const {
+    return run(x, ctx, cond, want_logdet, nullptr, std::index_sequence_for<Ls...>{});
+  }
+  /// Forward that also returns every intermediate state (x⁰ = x, …, x^B = z).
+  template <LogDetPolicy P = logdet::Analytic>
+  Trajectory<B> forward_trajectory(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond = {}, P = {}) const {
+    this->check_inputs("forward_trajectory", x, cond);
+    Trajectory<B> t;
+    t.states.push_back(x);
+    FlowOut<B> o = run(x, ctx, cond, P::compute, &t.states, std::index_sequence_for<Ls...>{});
+    t.logdet = std::move(o.logdet);
+    return t;
+  }
+  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet) const {
+    FlowOut<B> acc{y, {}};
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      constexpr std::size_t n = sizeof...(Ls);
+      (step_inverse<n - 1 - I>(acc, cond, want_logdet), ...);
+    }(std::index_sequence_for<Ls...>{});
+    return acc;
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
+    Tensor<B> g = dy;
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      constexpr std::size_t n = sizeof...(Ls);
+      ((g = std::get<n - 1 - I>(layers_).backward(std::get<n - 1 - I>(ctx), g, dlogdet)), ...);
+    }(std::index_sequence_for<Ls...>{});
+    return g;
+  }
+  /// Data-dependent initialisation: runs x through the layers, calling data_init on those that have it.
+  void data_init(const Tensor<B>& x, const Tensor<B>& cond = {}) {
+    Tensor<B> h = x;
+    std::apply([&](auto&... l) {
+      ((seq_detail::maybe_data_init(l, h, cond), h = forward_once(l, h, cond)), ...);
+    }, layers_);
+  }
+  template <class V>
+  void visit_parameters(V&& v, const std::string& prefix) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (std::get<I>(layers_).visit_parameters(v, join_name(prefix, std::to_string(I))), ...);
+    }(std::index_sequence_for<Ls...>{});
+  }
+
+ private:
+  template <class L>
+  static Tensor<B> forward_once(const L& l, const Tensor<B>& h, const Tensor<B>& cond) {
+    typename L::Context c;
+    return l.forward(h, c, cond, logdet::none).y;
+  }
+  template <std::size_t... I>
+  FlowOut<B> run(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet,
+                 std::vector<Tensor<B>>* states, std::index_sequence<I...>) const {
+    FlowOut<B> acc{x, {}};
+    auto step = [&](const auto& layer, auto& c) {
+      FlowOut<B> o = want_logdet ? layer.forward(acc.y, c, cond, logdet::analytic)
+                                 : layer.forward(acc.y, c, cond, logdet::none);
+      acc.y = std::move(o.y);
+      seq_detail::add_logdet(acc.logdet, o.logdet);
+      if (states) states->push_back(acc.y);
+    };
+    (step(std::get<I>(layers_), std::get<I>(ctx)), ...);
+    return acc;
+  }
+  template <std::size_t I>
+  void step_inverse(FlowOut<B>& acc, const Tensor<B>& cond, bool want_logdet) const {
+    const auto& l = std::get<I>(layers_);
+    FlowOut<B> o = want_logdet ? l.inverse(acc.y, cond, logdet::analytic) : l.inverse(acc.y, cond, logdet::none);
+    acc.y = std::move(o.y);
+    seq_detail::add_logdet(acc.logdet, o.logdet);
+  }
+  std::tuple<Ls...> layers_;
+};
+
+/// Block count chosen at run time: Repeat<dynamic, Block>(n, make).
+inline constexpr std::size_t dynamic = static_cast<std::size_t>(-1);
+
+/// N blocks of the same type, built by a factory make(i) (so blocks can differ in masks, seeds, parity).
+/// N = dynamic takes the count at construction (e.g. from a --layers flag).
+template <std::size_t N, class Block>
+class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
+  static_assert(N > 0, "Repeat<N, Block>: N must be at least 1; a repeat of zero blocks is not a flow.");
+  static_assert(check_flow_layer<Block>());
+
+ public:
+  using B = typename Block::backend;
+  static constexpr const char* layer_name = "Repeat";
+  static constexpr std::size_t size = N;
+  using Context = std::conditional_t<N == dynamic, std::vector<typename Block::Context>,
+                                     std::array<typename Block::Context, (N == dynamic ? 1 : N)>>;
+
+  Repeat() = default;
+  template <class Make>
+    requires(N != dynamic && std::is_invocable_r_v<Block, Make&, std::size_t>)
+  explicit Repeat(Make&& make) {
+    build(N, make);
+  }
+  template <class Make>
+    requires(N == dynamic && std::is_invocable_r_v<Block, Make&, std::size_t>)
+  Repeat(std::size_t n, Make&& make) {
+    if (n == 0) throw usage_error("Repeat<dynamic, Block>: the block count must be at least 1");
+    build(n, make);
+  }
+  std::size_t blocks() const { return blocks_.size(); }
+
+ private:
+  template <class Make>
+  void build(std::size_t n, Make& make) {
+    blocks_.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) blocks_.push_back(make(i));
+    for (std::size_t i = 1; i < n; ++i)
+      if (blocks_[i].features() != blocks_[0].features())
+        throw shape_error(detail::cat("Repeat: block ", i, " has ", blocks_[i].features(), " features, block 0 has ",
+                                      blocks_[0].features()));
+  }
+
+ public:
+  long features() const { return blocks_[0].features(); }
+  long cond_features() const { return blocks_[0].cond_features(); }
+  Block& block(std::size_t i) { return blocks_.at(i); }
+  const Block& block(std::size_t i) const { return blocks_.at(i); }
+
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet) const {
+    return run(x, ctx, cond, want_logdet, nullptr);
+  }
+  template <LogDetPolicy P = logdet::Analytic>
+  Trajectory<B> forward_trajectory(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond = {}, P = {}) const {
+    this->check_inputs("forward_trajectory", x, cond);
+    Trajectory<B> t;
+    t.states.push_back(x);
+    t.logdet = run(x, ctx, cond, P::compute, &t.states).logdet;
+    return t;
+  }
+  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet) const {
+    FlowOut<B> acc{y, {}};
+    for (std::size_t i = blocks_.size(); i-- > 0;) {
+      FlowOut<B> o = want_logdet ? blocks_[i].inverse(acc.y, cond, logdet::analytic)
+                                 : blocks_[i].inverse(acc.y, cond, logdet::none);
+      acc.y = std::move(o.y);
+      seq_detail::add_logdet(acc.logdet, o.logdet);
+    }
+    return acc;
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
+    Tensor<B> g = dy;
+    for (std::size_t i = blocks_.size(); i-- > 0;) g = blocks_[i].backward(ctx[i], g, dlogdet);
+    return g;
+  }
+  void data_init(const Tensor<B>& x, const Tensor<B>& cond = {}) {
+    Tensor<B> h = x;
+    for (auto& b : blocks_) {
+      seq_detail::maybe_data_init(b, h, cond);
+      typename Block::Context c;
+      h = b.forward(h, c, cond, logdet::none).y;
+    }
+  }
+  template <class V>
+  void visit_parameters(V&& v, const std::string& prefix) {
+    for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i].visit_parameters(v, join_name(prefix, std::to_string(i)));
+  }
+
+ private:
+  FlowOut<B> run(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet,
+                 std::vector<Tensor<B>>* states) const {
+    if constexpr (N == dynamic) ctx.resize(blocks_.size());
+    FlowOut<B> acc{x, {}};
+    for (std::size_t i = 0; i < blocks_.size(); ++i) {
+      FlowOut<B> o = want_logdet ? blocks_[i].forward(acc.y, ctx[i], cond, logdet::analytic)
+                                 : blocks_[i].forward(acc.y, ctx[i], cond, logdet::none);
+      acc.y = std::move(o.y);
+      seq_detail::add_logdet(acc.logdet, o.logdet);
+      if (states) states->push_back(acc.y);
+    }
+    return acc;
+  }
+  std::vector<Block> blocks_;
+};
+
+/// Indexed layer access: layer<I>(sequential) or layer<I>(repeat), checked at compile time.
+template <std::size_t I, class... Ls>
+auto& layer(Sequential<Ls...>& s) {
+  static_assert(I < sizeof...(Ls), "layer<I>(Sequential): index I is past the last layer.");
+  return std::get<I>(s.layers());
+}
+template <std::size_t I, class... Ls>
+const auto& layer(const Sequential<Ls...>& s) {
+  static_assert(I < sizeof...(Ls), "layer<I>(Sequential): index I is past the last layer.");
+  return std::get<I>(s.layers());
+}
+template <std::size_t I, std::size_t N, class Block>
+auto& layer(Repeat<N, Block>& r) {
+  static_assert(I < N, "layer<I>(Repeat<N, Block>): index I must be less than N.");  // dynamic: checked at run time
+  return r.block(I);
+}
+template <std::size_t I, std::size_t N, class Block>
+const auto& layer(const Repeat<N, Block>& r) {
+  static_assert(I < N, "layer<I>(Repeat<N, Block>): index I must be less than N.");
+  return r.block(I);
+}
+
+}  // namespace biflow

@@ -1,0 +1,90 @@
+#pragma once
+#include <cmath>
+
+#include "module.hpp"
+
+namespace biflow {
+
+/// Activation functions: value(x) and grad(x, y) = dy/dx (y = value(x) passed to save work).
+namespace act {
+struct ReLU {
+  static constexpr const char* name = "relu";
+  template <class T>
+  BIFLOW_HOST_DEVICE static T value(T x) { return x > T(0) ? x : T(0); }
+  template <class T>
+  BIFLOW_HOST_DEVICE static T grad(T x, T) { return x > T(0) ? T(1) : T(0); }
+};
+/// Exact (erf) GELU, as torch.nn.GELU() by default.
+struct GELU {
+  static constexpr const char* name = "gelu";
+  template <class T>
+  BIFLOW_HOST_DEVICE static T value(T x) { return T(0.5) * x * (T(1) + std::erf(x * T(0.7071067811865476))); }
+  template <class T>
+  BIFLOW_HOST_DEVICE static T grad(T x, T) {
+    const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.7071067811865476)));
+    const T pdf = T(0.3989422804014327) * std::exp(T(-0.5) * x * x);
+    return cdf + x * pdf;
+  }
+};
+struct SiLU {
+  static constexpr const char* name = "silu";
+  template <class T>
+  BIFLOW_HOST_DEVICE static T value(T x) { return x / (T(1) + std::exp(-x)); }
+  template <class T>
+  BIFLOW_HOST_DEVICE static T grad(T x, T) {
+    const T s = T(1) / (T(1) + std::exp(-x));
+    return s * (T(1) + x * (T(1) - s));
+  }
+};
+struct Tanh {
+  static constexpr const char* name = "tanh";
+  template <class T>
+  BIFLOW_HOST_DEVICE static T value(T x) { return std::tanh(x); }
+  template <class T>
+  BIFLOW_HOST_DEVICE static T grad(T, T y) { return T(1) - y * y; }
+};
+}  // namespace act
+
+namespace fn {
+template <class A>
+struct ActValue {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T x) const { return A::value(x); }
+};
+template <class A>
+struct ActBackward {  // dy * f'(x)
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T dy, T x, T y) const { return dy * A::grad(x, y); }
+};
+}  // namespace fn
+
+/// Elementwise activation module (no parameters).
+template <Backend B, class A>
+class Activation {
+ public:
+  using backend = B;
+  struct Context {
+    Tensor<B> x, y;
+  };
+  Activation() = default;
+  explicit Activation(long features) : n_(features) {}
+  long in_features() const { return n_; }
+  long out_features() const { return n_; }
+  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const {
+    if (n_ > 0) require_cols("Activation.forward", x, n_);
+    ctx.x = x;
+    ctx.y = zip(fn::ActValue<A>{}, x);
+    return ctx.y;
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
+    require_shape("Activation.backward", dy, ctx.x.rows(), ctx.x.cols());
+    return zip(fn::ActBackward<A>{}, dy, ctx.x, ctx.y);
+  }
+  template <class V>
+  void visit_parameters(V&&, const std::string&) {}
+
+ private:
+  long n_ = 0;
+};
+
+}  // namespace biflow

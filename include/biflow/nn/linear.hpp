@@ -1,0 +1,109 @@
+#pragma once
+#include <cmath>
+
+#include "../core/rng.hpp"
+#include "module.hpp"
+
+namespace biflow {
+
+/// y = x Wᵀ + b with W of shape (out, in) as in torch.nn.Linear; parameters "weight", "bias".
+template <Backend B>
+class Linear {
+ public:
+  using backend = B;
+  using T = typename B::scalar;
+  struct Context {
+    Tensor<B> x;
+  };
+
+  Linear() = default;
+  /// PyTorch's default initialisation: U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
+  Linear(long in, long out, Rng& rng, bool bias = true) : in_(in), out_(out), has_bias_(bias) {
+    if (in <= 0 || out <= 0)
+      throw usage_error(detail::cat("Linear: feature sizes must be positive, got in=", in, " out=", out));
+    const T bound = T(1) / std::sqrt(T(in));
+    Tensor<B> w(out, in);
+    fill_uniform(w, rng, -bound, bound);
+    weight = Parameter<B>(std::move(w));
+    Tensor<B> b(1, out);
+    if (bias) fill_uniform(b, rng, -bound, bound);
+    this->bias = Parameter<B>(std::move(b));
+  }
+
+  long in_features() const { return in_; }
+  long out_features() const { return out_; }
+  /// Zero weight and bias: the layer outputs 0 (flows use this to start as the identity).
+  void zero_init() {
+    set_zero(weight.value);
+    set_zero(bias.value);
+  }
+
+  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const {
+    require_cols("Linear.forward", x, in_);
+    ctx.x = x;
+    return apply(x, weight.value);
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
+    require_shape("Linear.backward", dy, ctx.x.rows(), out_);
+    gemm(dy, true, ctx.x, false, weight.grad, T(1), T(1));
+    if (has_bias_) col_sum(dy, bias.grad, T(1));
+    return matmul(dy, false, weight.value, false);
+  }
+  template <class V>
+  void visit_parameters(V&& v, const std::string& prefix) {
+    v(join_name(prefix, "weight"), weight);
+    if (has_bias_) v(join_name(prefix, "bias"), bias);
+  }
+
+  Parameter<B> weight, bias;
+
+ protected:
+  Tensor<B> apply(const Tensor<B>& x, const Tensor<B>& w) const {
+    Tensor<B> y;
+    gemm(x, false, w, true, y);
+    if (has_bias_) map(y, fn::Add{}, y, bias.value);
+    return y;
+  }
+  long in_ = 0, out_ = 0;
+  bool has_bias_ = true;
+};
+
+/// Linear layer whose weight is multiplied by a fixed 0/1 mask (MADE). The effective weight W∘M is
+/// used in forward and backward, so masked entries never influence anything, whatever their value.
+template <Backend B>
+class MaskedLinear : public Linear<B> {
+ public:
+  using typename Linear<B>::T;
+  struct Context {
+    Tensor<B> x, wm;
+  };
+  MaskedLinear() = default;
+  MaskedLinear(long in, long out, Rng& rng, bool bias = true) : Linear<B>(in, out, rng, bias) {
+    mask_ = constant<B>(out, in, T(1));
+  }
+  /// mask: (out x in) of 0/1.
+  void set_mask(Tensor<B> mask) {
+    require_shape("MaskedLinear.set_mask", mask, this->out_, this->in_);
+    mask_ = std::move(mask);
+  }
+  const Tensor<B>& mask() const { return mask_; }
+
+  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const {
+    require_cols("MaskedLinear.forward", x, this->in_);
+    ctx.x = x;
+    ctx.wm = zip(fn::Mul{}, this->weight.value, mask_);
+    return this->apply(x, ctx.wm);
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
+    require_shape("MaskedLinear.backward", dy, ctx.x.rows(), this->out_);
+    Tensor<B> dw = matmul(dy, true, ctx.x, false);
+    map(this->weight.grad, fn::AddMul{}, this->weight.grad, dw, mask_);
+    if (this->has_bias_) col_sum(dy, this->bias.grad, T(1));
+    return matmul(dy, false, ctx.wm, false);
+  }
+
+ private:
+  Tensor<B> mask_;
+};
+
+}  // namespace biflow

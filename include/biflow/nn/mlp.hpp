@@ -1,0 +1,70 @@
+#pragma once
+#include <vector>
+
+#include "activation.hpp"
+#include "linear.hpp"
+
+namespace biflow {
+
+/// Multi-layer perceptron: Linear → Act → … → Linear. Parameters are named as the equivalent
+/// torch.nn.Sequential (Linear at even indices): "0.weight", "0.bias", "2.weight", …
+/// `Lin` is Linear<B> or MaskedLinear<B> (MADE).
+template <Backend B, class Act = act::ReLU, class Lin = Linear<B>>
+class MLP {
+ public:
+  using backend = B;
+  using T = typename B::scalar;
+  struct Context {
+    std::vector<typename Lin::Context> lin;
+    std::vector<typename Activation<B, Act>::Context> act;
+  };
+
+  MLP() = default;
+  /// sizes = {in, hidden..., out}; at least {in, out}.
+  MLP(std::vector<long> sizes, Rng& rng) : sizes_(std::move(sizes)) {
+    if (sizes_.size() < 2)
+      throw usage_error(detail::cat("MLP: need at least input and output sizes, got ", sizes_.size(), " sizes"));
+    for (std::size_t i = 0; i + 1 < sizes_.size(); ++i) {
+      lin_.emplace_back(sizes_[i], sizes_[i + 1], rng);
+      if (i + 2 < sizes_.size()) act_.emplace_back(sizes_[i + 1]);
+    }
+  }
+  long in_features() const { return sizes_.front(); }
+  long out_features() const { return sizes_.back(); }
+  const std::vector<long>& sizes() const { return sizes_; }
+  std::size_t num_linear() const { return lin_.size(); }
+  Lin& linear(std::size_t i) { return lin_.at(i); }
+  const Lin& linear(std::size_t i) const { return lin_.at(i); }
+  /// Zero the last layer so the MLP starts by outputting 0 (flow layers start as the identity).
+  void zero_last() { lin_.back().zero_init(); }
+
+  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const {
+    ctx.lin.resize(lin_.size());
+    ctx.act.resize(act_.size());
+    Tensor<B> h = lin_[0].forward(x, ctx.lin[0]);
+    for (std::size_t i = 1; i < lin_.size(); ++i) {
+      h = act_[i - 1].forward(h, ctx.act[i - 1]);
+      h = lin_[i].forward(h, ctx.lin[i]);
+    }
+    return h;
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
+    Tensor<B> g = lin_.back().backward(ctx.lin.back(), dy);
+    for (std::size_t i = lin_.size() - 1; i-- > 0;) {
+      g = act_[i].backward(ctx.act[i], g);
+      g = lin_[i].backward(ctx.lin[i], g);
+    }
+    return g;
+  }
+  template <class V>
+  void visit_parameters(V&& v, const std::string& prefix) {
+    for (std::size_t i = 0; i < lin_.size(); ++i) lin_[i].visit_parameters(v, join_name(prefix, std::to_string(2 * i)));
+  }
+
+ private:
+  std::vector<long> sizes_;
+  std::vector<Lin> lin_;
+  std::vector<Activation<B, Act>> act_;
+};
+
+}  // namespace biflow

@@ -1,0 +1,45 @@
+#pragma once
+// The nn module contract: forward saves what backward needs in an explicit Context; backward returns
+// the input gradient and accumulates parameter gradients. No autodiff tape, no hidden state.
+#include <concepts>
+#include <string>
+
+#include "../core/parameter.hpp"
+
+namespace biflow {
+
+/// An nn module maps a (rows x in_features) tensor to (rows x out_features), row by row.
+template <class M>
+concept Module = requires(M& m, const M& cm, typename M::Context& ctx, const Tensor<typename M::backend>& x) {
+  typename M::backend;
+  typename M::Context;
+  { cm.forward(x, ctx) } -> std::same_as<Tensor<typename M::backend>>;
+  { m.backward(ctx, x) } -> std::same_as<Tensor<typename M::backend>>;
+  { cm.in_features() } -> std::convertible_to<long>;
+  { cm.out_features() } -> std::convertible_to<long>;
+  m.visit_parameters([](const std::string&, auto&) {}, std::string{});
+};
+
+/// Spells out which part of the Module contract M misses (a readable compile error instead of a
+/// wall of substitution failures). Call as `static_assert(check_module<M>())`.
+template <class M>
+constexpr bool check_module() {
+  static_assert(requires { typename M::backend; }, "nn module: missing `using backend = <Cpu<T> or Cuda<T>>;`");
+  static_assert(requires { typename M::Context; },
+                "nn module: missing `struct Context` (what forward saves for backward)");
+  static_assert(requires(const M& cm, typename M::Context& c, const Tensor<typename M::backend>& x) {
+    { cm.forward(x, c) } -> std::same_as<Tensor<typename M::backend>>;
+  }, "nn module: missing `Tensor<B> forward(const Tensor<B>& x, Context& ctx) const`");
+  static_assert(requires(M& m, typename M::Context& c, const Tensor<typename M::backend>& x) {
+    { m.backward(c, x) } -> std::same_as<Tensor<typename M::backend>>;
+  }, "nn module: missing `Tensor<B> backward(const Context& ctx, const Tensor<B>& dy)` returning dx");
+  static_assert(requires(const M& cm) {
+    { cm.in_features() } -> std::convertible_to<long>;
+    { cm.out_features() } -> std::convertible_to<long>;
+  }, "nn module: missing `long in_features() const` / `long out_features() const`");
+  static_assert(requires(M& m) { m.visit_parameters([](const std::string&, auto&) {}, std::string{}); },
+                "nn module: missing `template <class V> void visit_parameters(V&& v, const std::string& prefix)`");
+  return true;
+}
+
+}  // namespace biflow

@@ -1,0 +1,66 @@
+#pragma once
+// AdamW (Loshchilov & Hutter): decoupled weight decay, bias-corrected moments; as torch.optim.AdamW.
+#include <cmath>
+#include <vector>
+
+#include "../core/parameter.hpp"
+
+namespace biflow {
+
+namespace fn {
+struct AdamWUpdate {
+  double lr, b1, b2, eps, wd, bc1, bc2;
+  template <class T>
+  BIFLOW_HOST_DEVICE void operator()(T& p, T& g, T& m, T& v) const {
+    p -= T(lr * wd) * p;
+    m = T(b1) * m + T(1 - b1) * g;
+    v = T(b2) * v + T(1 - b2) * g * g;
+    const T mh = m / T(bc1), vh = v / T(bc2);
+    p -= T(lr) * mh / (std::sqrt(vh) + T(eps));
+  }
+};
+}  // namespace fn
+
+template <Backend B>
+class AdamW {
+ public:
+  struct Options {
+    double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  };
+  AdamW() = default;
+  explicit AdamW(Options o) : o_(o) {}
+
+  /// One update of every parameter of model with learning rate lr, from the gradients it holds.
+  template <HasParameters M>
+  void step(M& model, double lr) {
+    ++t_;
+    const double bc1 = 1 - std::pow(o_.beta1, double(t_)), bc2 = 1 - std::pow(o_.beta2, double(t_));
+    const fn::AdamWUpdate up{lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, bc1, bc2};
+    std::size_t i = 0;
+    model.visit_parameters([&](const std::string& name, Parameter<B>& p) {
+      if (i == m_.size()) {
+        m_.emplace_back(p.value.rows(), p.value.cols());
+        v_.emplace_back(p.value.rows(), p.value.cols());
+        names_.push_back(name);
+      } else if (names_[i] != name) {
+        throw usage_error(detail::cat("AdamW.step: parameter ", i, " is '", name, "', was '", names_[i],
+                                      "' at the first step; one optimiser serves one model"));
+      }
+      for_each(up, p.value, p.grad, m_[i], v_[i]);
+      ++i;
+    }, "");
+  }
+  long steps() const { return t_; }
+  const Options& options() const { return o_; }
+  /// Optimiser state, in parameter visiting order (for checkpoints).
+  std::vector<Tensor<B>>& first_moments() { return m_; }
+  std::vector<Tensor<B>>& second_moments() { return v_; }
+
+ private:
+  Options o_;
+  long t_ = 0;
+  std::vector<Tensor<B>> m_, v_;
+  std::vector<std::string> names_;
+};
+
+}  // namespace biflow

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs biflow's build dependencies from Debian packages when they are missing (needs root or sudo).
+set -euo pipefail
+need=()
+[ -f /usr/include/eigen3/Eigen/Core ] || need+=(libeigen3-dev)
+[ -f /usr/include/doctest/doctest.h ] || need+=(doctest-dev)
+[ -f /usr/include/benchmark/benchmark.h ] || need+=(libbenchmark-dev)
+[ -f /usr/include/stb/stb_image_write.h ] || need+=(libstb-dev)
+command -v cmake >/dev/null || need+=(cmake)
+command -v g++ >/dev/null || need+=(g++)
+command -v make >/dev/null || need+=(make)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "deps: installing ${need[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi

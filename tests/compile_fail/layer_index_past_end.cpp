@@ -1,0 +1,8 @@
+// EXPECT: index I is past the last layer
+#include <biflow/biflow.hpp>
+using B = biflow::Cpu<float>;
+int main() {
+  biflow::Sequential<biflow::Permutation<B>> s(biflow::Permutation<B>::reverse(2));
+  auto& l = biflow::layer<1>(s);
+  (void)l;
+}

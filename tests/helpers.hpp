@@ -1,0 +1,52 @@
+#pragma once
+#include <doctest/doctest.h>
+
+#include <biflow/biflow.hpp>
+#include <biflow/testing/checker.hpp>
+
+namespace tests {
+using namespace biflow;
+
+template <class B>
+Tensor<B> randn(long r, long c, std::uint64_t seed, double scale = 1.0) {
+  Rng rng(seed);
+  Tensor<B> t(r, c);
+  fill_normal(t, rng, typename B::scalar(0), typename B::scalar(scale));
+  return t;
+}
+
+/// Replaces every parameter with N(0, scale²) draws so zero-initialised output layers do not hide bugs.
+template <class M>
+void randomize(M& m, std::uint64_t seed, double scale = 0.3) {
+  Rng rng(seed);
+  m.visit_parameters([&](const std::string&, auto& p) {
+    using T = typename std::decay_t<decltype(p.value)>::scalar;
+    fill_normal(p.value, rng, T(0), T(scale));
+  }, "");
+}
+
+template <class T>
+constexpr double roundtrip_tol() {
+  return std::is_same_v<T, double> ? 1e-10 : 1e-5;
+}
+
+/// The shared numerical check: in double everything (round trip, log-dets both ways, gradients), in float
+/// the round trip and log-det agreement at float tolerance.
+template <class L>
+void check_layer(const L& layer, const Tensor<typename L::backend>& x, const Tensor<typename L::backend>& cond = {}) {
+  using T = typename L::backend::scalar;
+  const testing::CheckReport r = testing::check_flow_layer(layer, x, cond, {std::is_same_v<T, double> ? 1e-6 : 1e-2});
+  INFO(r.summary());
+  CHECK(r.roundtrip_error <= roundtrip_tol<T>());
+  CHECK(r.logdet_bruteforce_error <= (std::is_same_v<T, double> ? 1e-10 : 1e-4));
+  if constexpr (std::is_same_v<T, double>) {
+    CHECK(r.logdet_forward_error <= 1e-6);
+    CHECK(r.logdet_inverse_error <= 1e-6);
+    CHECK(r.input_grad_error <= 1e-6);
+    CHECK(r.param_grad_error <= 1e-6);
+  } else {
+    CHECK(r.logdet_forward_error <= 5e-2);
+    CHECK(r.logdet_inverse_error <= 5e-2);
+  }
+}
+}  // namespace tests

@@ -1,0 +1,88 @@
+// Toy sets, CSV input (including bad files), standardisation.
+#include <cstdio>
+#include <fstream>
+
+#include "helpers.hpp"
+
+using namespace tests;
+
+namespace {
+std::string write_tmp(const std::string& name, const std::string& body) {
+  const std::string p = "biflow_test_" + name;
+  std::ofstream(p) << body;
+  return p;
+}
+template <class E>
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+}  // namespace
+
+TEST_CASE("built-in toy sets are 2-D, deterministic per seed, and distinct") {
+  for (const auto& name : data::toy_names()) {
+    Rng a(1), b(1), c(2);
+    const auto x = data::toy(name, 500, a);
+    CHECK(x.rows() == 500);
+    CHECK(x.cols() == 2);
+    CHECK((x - data::toy(name, 500, b)).cwiseAbs().maxCoeff() == 0.0);
+    CHECK((x - data::toy(name, 500, c)).cwiseAbs().maxCoeff() > 0.0);
+    CHECK(x.allFinite());
+  }
+  Rng r(3);
+  CHECK(error_of<usage_error>([&] { data::toy("spirals", 10, r); }).find("unknown data set 'spirals'") != std::string::npos);
+}
+
+TEST_CASE("checkerboard points fall only on the dark squares") {
+  Rng r(4);
+  const auto x = data::toy("checkerboard", 2000, r);
+  for (long i = 0; i < x.rows(); ++i) {
+    const long cx = long(std::floor(x(i, 0) / 2)), cy = long(std::floor(x(i, 1) / 2));
+    CHECK(((cx + cy) % 2 + 2) % 2 == 0);
+  }
+}
+
+TEST_CASE("CSV with and without header loads as numbers") {
+  const auto a = data::load_csv(write_tmp("h.csv", "x,y,z\n1,2,3\n4,5.5,-6e-1\n"));
+  CHECK(a.rows() == 2);
+  CHECK(a(1, 2) == doctest::Approx(-0.6));
+  std::vector<std::string> header;
+  data::load_csv(write_tmp("h2.csv", "a,b\n1,2\n"), &header);
+  CHECK(header == std::vector<std::string>{"a", "b"});
+  const auto b = data::load_csv(write_tmp("n.csv", "1,2\n\n3,4\n"));
+  CHECK(b.rows() == 2);
+}
+
+TEST_CASE("bad CSV files raise errors naming the problem and the place") {
+  CHECK(error_of<io_error>([] { data::load_csv("does_not_exist.csv"); }).find("cannot open") != std::string::npos);
+  CHECK(error_of<io_error>([] { data::load_csv(write_tmp("e.csv", "")); }).find("no data rows") != std::string::npos);
+  const auto text = error_of<io_error>([] { data::load_csv(write_tmp("t.csv", "1,2\n3,abc\n")); });
+  CHECK(text.find("line 2 column 2: 'abc' is not a number") != std::string::npos);
+  const auto ragged = error_of<io_error>([] { data::load_csv(write_tmp("r.csv", "1,2\n3,4,5\n")); });
+  CHECK(ragged.find("line 2: expected 2 columns, got 3") != std::string::npos);
+  const auto nan = error_of<numeric_error>([] { data::load_csv(write_tmp("nan.csv", "a,b\n1,2\n3,nan\n")); });
+  CHECK(nan.find("non-finite value") != std::string::npos);
+  CHECK(nan.find("data row 1") != std::string::npos);
+}
+
+TEST_CASE("standardizer round-trips and its log-det is −Σ log std") {
+  Rng r(5);
+  HostMatrix<double> x = data::toy("rings", 1000, r);
+  x.col(1) *= 10;
+  const auto s = data::Standardizer::fit(x);
+  const auto u = s.transform(x);
+  CHECK(u.colwise().mean().cwiseAbs().maxCoeff() < 1e-12);
+  CHECK((s.inverse(u) - x).cwiseAbs().maxCoeff() < 1e-12);
+  CHECK(s.log_abs_det() == doctest::Approx(-std::log(s.stddev(0)) - std::log(s.stddev(1))));
+}
+
+TEST_CASE("full-covariance Gaussian NLL equals the closed form for a standard normal sample") {
+  Rng r(6);
+  HostMatrix<double> x(20000, 2);
+  for (long i = 0; i < x.size(); ++i) x.data()[i] = r.normal();
+  CHECK(data::gaussian_nll(x, x) == doctest::Approx(std::log(2 * std::numbers::pi) + 1.0).epsilon(0.01));
+}

@@ -1,0 +1,183 @@
+// Training: optimiser, schedule, clipping, EMA, NaN guard, reproducibility, a trained density.
+#include <cmath>
+
+#include "helpers.hpp"
+
+using namespace tests;
+using D = biflow::Cpu<double>;
+using F = biflow::Cpu<float>;
+
+TEST_CASE("AdamW's first step equals the closed form (lr·sign(g) after bias correction, plus decoupled decay)") {
+  Rng rng(1);
+  Linear<D> lin(2, 1, rng);
+  const auto w0 = to_host(lin.weight.value);
+  HostMatrix<double> g(1, 2);
+  g << 0.5, -2.0;
+  lin.weight.grad = from_host<D>(g);
+  set_zero(lin.bias.grad);
+  AdamW<D> opt({0.9, 0.999, 1e-8, 0.1});
+  opt.step(lin, 0.01);
+  const auto w1 = to_host(lin.weight.value);
+  for (int j = 0; j < 2; ++j) {
+    const double decayed = w0(0, j) * (1 - 0.01 * 0.1);
+    const double expect = decayed - 0.01 * g(0, j) / (std::abs(g(0, j)) + 1e-8);
+    CHECK(w1(0, j) == doctest::Approx(expect).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("cosine schedule warms up linearly, peaks at base_lr and decays to the floor") {
+  CosineSchedule s{1.0, 10, 110, 0.1};
+  CHECK(s(0) == doctest::Approx(0.1));
+  CHECK(s(9) == doctest::Approx(1.0));
+  CHECK(s(10) == doctest::Approx(1.0));
+  CHECK(s(60) == doctest::Approx(0.55));
+  CHECK(s(110) == doctest::Approx(0.1));
+  CHECK(s(500) == doctest::Approx(0.1));
+}
+
+TEST_CASE("gradient clipping rescales to the max norm and reports the norm before") {
+  Rng rng(2);
+  Linear<D> lin(3, 2, rng);
+  fill(lin.weight.grad, 3.0);
+  fill(lin.bias.grad, 4.0);
+  const double before = std::sqrt(6 * 9.0 + 2 * 16.0);
+  CHECK(clip_grad_norm(lin, 1.0) == doctest::Approx(before));
+  CHECK(grad_norm(lin) == doctest::Approx(1.0).epsilon(1e-5));
+  CHECK(clip_grad_norm(lin, 10.0) == doctest::Approx(1.0).epsilon(1e-5));  // below the max: untouched
+}
+
+TEST_CASE("EMA tracks decay·shadow + (1-decay)·param and swap exchanges both ways") {
+  Rng rng(3);
+  Linear<D> lin(1, 1, rng, false);
+  fill(lin.weight.value, 1.0);
+  Ema<D> ema(0.5);
+  ema.update(lin);  // shadow = 1
+  fill(lin.weight.value, 3.0);
+  ema.update(lin);  // shadow = 2
+  ema.swap(lin);
+  CHECK(to_host(lin.weight.value)(0, 0) == doctest::Approx(2.0));
+  ema.swap(lin);
+  CHECK(to_host(lin.weight.value)(0, 0) == doctest::Approx(3.0));
+}
+
+namespace {
+using Nvp = Repeat<dynamic, AffineCoupling<F>>;
+Nvp small_flow(std::uint64_t seed) {
+  Rng rng(seed);
+  return Nvp(4, [&](std::size_t i) { return make_coupling<F>(masks::half(2, int(i % 2)), {32, 32}, rng); });
+}
+HostMatrix<float> train_and_dump(std::uint64_t seed, long steps) {
+  Nvp flow = small_flow(seed);
+  TrainOptions o;
+  o.total_steps = steps;
+  o.warmup = 5;
+  o.ema_decay = 0.9;
+  o.verbose = false;
+  MleTrainer<Nvp> t(flow, o);
+  Rng data(seed + 1);
+  for (long s = 0; s < steps; ++s) t.step(from_host<F>(data::toy("moons", 64, data).cast<float>()));
+  HostMatrix<float> all(0, 1);
+  flow.visit_parameters([&](const std::string&, auto& p) {
+    const auto v = to_host(p.value);
+    all.conservativeResize(all.rows() + v.size(), 1);
+    all.bottomRows(v.size()) = Eigen::Map<const Eigen::VectorXf>(v.data(), v.size());
+  }, "");
+  return all;
+}
+}  // namespace
+
+TEST_CASE("same seed gives bit-identical parameters after training on Cpu; another seed does not") {
+  const auto a = train_and_dump(7, 30), b = train_and_dump(7, 30), c = train_and_dump(8, 30);
+  REQUIRE(a.size() == b.size());
+  CHECK(std::memcmp(a.data(), b.data(), sizeof(float) * std::size_t(a.size())) == 0);
+  CHECK((a - c).cwiseAbs().maxCoeff() > 0);
+}
+
+TEST_CASE("a NaN batch is skipped and counted, parameters unchanged; K bad steps in a row stop training") {
+  Nvp flow = small_flow(1);
+  TrainOptions o;
+  o.max_bad_steps = 3;
+  o.verbose = false;
+  MleTrainer<Nvp> t(flow, o);
+  Rng data(2);
+  t.step(from_host<F>(data::toy("moons", 32, data).cast<float>()));
+  HostMatrix<float> bad = data::toy("moons", 32, data).cast<float>();
+  bad(5, 1) = std::nanf("");
+  const auto before = to_host(layer<1>(flow).net.linear(0).weight.value);
+  const StepResult r = t.step(from_host<F>(bad));
+  CHECK(r.skipped);
+  CHECK(t.skipped_steps() == 1);
+  CHECK((to_host(layer<1>(flow).net.linear(0).weight.value) - before).cwiseAbs().maxCoeff() == 0.0f);
+  t.step(from_host<F>(data::toy("moons", 32, data).cast<float>()));  // a good step resets the streak
+  t.step(from_host<F>(bad));
+  t.step(from_host<F>(bad));
+  try {
+    t.step(from_host<F>(bad));
+    FAIL("expected numeric_error after 3 consecutive bad steps");
+  } catch (const numeric_error& e) {
+    CHECK(std::string(e.what()).find("3 consecutive steps") != std::string::npos);
+  }
+}
+
+TEST_CASE("a trained 2-D flow beats a Gaussian and its density integrates to about 1 on a grid") {
+  using Maf = Repeat<dynamic, Sequential<MaskedAutoregressive<F>, Permutation<F>>>;
+  Rng rng(3);
+  Maf flow(4, [&](std::size_t) {
+    return Sequential<MaskedAutoregressive<F>, Permutation<F>>(MaskedAutoregressive<F>(2, {32, 32}, rng),
+                                                               Permutation<F>::reverse(2));
+  });
+  Rng data(4), tdata(5);
+  const HostMatrix<double> train = data::toy("8gaussians", 4000, data), test = data::toy("8gaussians", 2000, tdata);
+  const auto sz = data::Standardizer::fit(train);
+  const HostMatrix<double> u = sz.transform(train);
+  TrainOptions o;
+  o.total_steps = 600;
+  o.lr = 3e-3;
+  o.verbose = false;
+  MleTrainer<Maf> t(flow, o);
+  Rng pick(6);
+  HostMatrix<double> xb(128, 2);
+  for (long s = 0; s < o.total_steps; ++s) {
+    for (long i = 0; i < 128; ++i) xb.row(i) = u.row(long(pick.below(std::uint64_t(u.rows()))));
+    t.step(from_host<F>(xb.cast<float>()));
+  }
+  const double test_nll = nll(flow, from_host<F>(sz.transform(test).cast<float>())) - sz.log_abs_det();
+  CHECK(test_nll < data::gaussian_nll(train, test) - 0.5);
+  // ∫ p(x) dx over [-6, 6]² (all 8 modes lie within radius ~3.5)
+  const int n = 240;
+  HostMatrix<double> grid(n * n, 2);
+  const double h = 12.0 / n;
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) grid.row(i * n + j) << -6 + (j + 0.5) * h, -6 + (i + 0.5) * h;
+  const auto lp = to_host(log_prob(flow, from_host<F>(sz.transform(grid).cast<float>()))).cast<double>();
+  const double integral = (lp.array() + sz.log_abs_det()).exp().sum() * h * h;
+  CHECK(integral == doctest::Approx(1.0).epsilon(0.02));
+}
+
+TEST_CASE("conditional MAF learns a context-dependent density (class label as one-hot context)") {
+  Rng rng(9);
+  MaskedAutoregressive<F> maf(1, {16}, rng, 2);
+  TrainOptions o;
+  o.total_steps = 300;
+  o.lr = 1e-2;
+  o.verbose = false;
+  MleTrainer<MaskedAutoregressive<F>> t(maf, o);
+  Rng d(10);
+  HostMatrix<float> x(128, 1), c = HostMatrix<float>::Zero(128, 2);
+  for (long s = 0; s < o.total_steps; ++s) {
+    for (long i = 0; i < 128; ++i) {
+      const int k = int(d.below(2));
+      c.row(i).setZero();
+      c(i, k) = 1;
+      x(i, 0) = float((k ? 3.0 : -3.0) + 0.5 * d.normal());
+    }
+    t.step(from_host<F>(x), from_host<F>(c));
+  }
+  HostMatrix<float> c0 = HostMatrix<float>::Zero(2000, 2), c1 = c0;
+  c0.col(0).setOnes();
+  c1.col(1).setOnes();
+  Rng s(11);
+  const auto s0 = to_host(sample(maf, 2000, s, from_host<F>(c0))), s1 = to_host(sample(maf, 2000, s, from_host<F>(c1)));
+  CHECK(s0.mean() == doctest::Approx(-3.0).epsilon(0.05));
+  CHECK(s1.mean() == doctest::Approx(3.0).epsilon(0.05));
+}
