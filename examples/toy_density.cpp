@@ -119,6 +119,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
 int main(int argc, char** argv) try {
   examples::Args a(argc, argv, kUsage,
                    {"data", "test", "model", "layers", "hidden", "steps", "batch", "lr", "seed", "report", "plot"});
+  cpu::keep_heap_pages();  // see backend/cpu/allocator.hpp: avoids page-faulting tensors back in every step
   const std::string data_name = a.str("data", "moons"), model = a.str("model", "realnvp");
   const long layers = a.integer("layers", 8), hidden = a.integer("hidden", 64);
   if (layers < 1 || hidden < 1) a.fail("--layers and --hidden must be positive");

@@ -4,6 +4,7 @@
 #include "core/errors.hpp"
 #include "core/parameter.hpp"
 #include "core/rng.hpp"
+#include "backend/cpu/allocator.hpp"
 #include "backend/ops.hpp"
 #include "backend/tags.hpp"
 #include "backend/tensor.hpp"

@@ -21,7 +21,7 @@ namespace biflow {
 template <class F, class B, class... In>
 Tensor<B> zip(F f, const Tensor<B>& a, const In&... in) {
   const long R = std::max({a.rows(), in.rows()...}), C = std::max({a.cols(), in.cols()...});
-  Tensor<B> out(R, C);
+  Tensor<B> out(R, C, uninit);
   map(out, f, a, in...);
   return out;
 }
@@ -32,6 +32,14 @@ Tensor<B> matmul(const Tensor<B>& a, bool ta, const Tensor<B>& b, bool tb) {
   Tensor<B> c;
   gemm(a, ta, b, tb, c);
   return c;
+}
+
+/// rows copies of the 1 x C row v.
+template <class B>
+Tensor<B> broadcast_rows(const Tensor<B>& v, long rows) {
+  Tensor<B> out(rows, v.cols(), uninit);
+  map(out, fn::Copy{}, v);
+  return out;
 }
 
 /// dst += src (same shape).

@@ -15,6 +15,10 @@ namespace biflow {
 template <class T>
 using HostMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+/// Tag for constructing a tensor whose contents will be overwritten (skips the zero fill).
+struct uninit_t {};
+inline constexpr uninit_t uninit{};
+
 template <class B>
 class Tensor {
   static_assert(dependent_false<B>,
@@ -35,6 +39,7 @@ class Tensor<Cpu<T>> {
   using scalar = T;
   Tensor() = default;
   Tensor(long rows, long cols) : m_(rows, cols) { m_.setZero(); }
+  Tensor(long rows, long cols, uninit_t) : m_(rows, cols) {}
   explicit Tensor(HostMatrix<T> m) : m_(std::move(m)) {}
   long rows() const { return m_.rows(); }
   long cols() const { return m_.cols(); }

@@ -6,6 +6,16 @@
 #define BIFLOW_HOST_DEVICE
 #endif
 
+// Tells the compiler a loop's iterations are independent (outputs never alias inputs at another index),
+// so elementwise loops vectorise.
+#if defined(__clang__)
+#define BIFLOW_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define BIFLOW_IVDEP _Pragma("GCC ivdep")
+#else
+#define BIFLOW_IVDEP
+#endif
+
 namespace biflow {
 // Lets a static_assert in a discarded `if constexpr` branch or primary template depend on T,
 // so the message fires only when the branch is actually instantiated.

@@ -138,7 +138,7 @@ class MaskedAutoregressive : public FlowLayerBase<MaskedAutoregressive<B, Act>, 
  private:
   std::pair<Tensor<B>, Tensor<B>> params(const Tensor<B>& x, const Tensor<B>& cond,
                                          typename Net::Context& nctx) const {
-    const Tensor<B> h = net.forward(c_ > 0 ? concat_cols(x, cond) : x, nctx);
+    const Tensor<B> h = c_ > 0 ? net.forward(concat_cols(x, cond), nctx) : net.forward(x, nctx);
     return {slice_cols(h, 0, d_), zip(fn::SoftClamp{clamp_}, slice_cols(h, d_, d_), one_)};
   }
   long d_ = 0, c_ = 0;

@@ -102,7 +102,7 @@ class AffineCoupling : public FlowLayerBase<AffineCoupling<B, Net>, B> {
                                               typename Net::Context& nctx) const {
     Tensor<B> inp = zip(fn::Mul{}, x, mask_);
     if (c_ > 0) inp = concat_cols(inp, cond);
-    const Tensor<B> h = net.forward(inp, nctx);
+    const Tensor<B> h = net.forward(std::move(inp), nctx);
     return {zip(fn::SoftClamp{clamp_}, slice_cols(h, 0, d_), inv_mask_),
             zip(fn::Mul{}, slice_cols(h, d_, d_), inv_mask_)};
   }

@@ -5,14 +5,14 @@
 
 namespace biflow {
 
-/// Activation functions: value(x) and grad(x, y) = dy/dx (y = value(x) passed to save work).
+/// Activation functions: value(x) and grad(x) = d value / dx.
 namespace act {
 struct ReLU {
   static constexpr const char* name = "relu";
   template <class T>
   BIFLOW_HOST_DEVICE static T value(T x) { return x > T(0) ? x : T(0); }
   template <class T>
-  BIFLOW_HOST_DEVICE static T grad(T x, T) { return x > T(0) ? T(1) : T(0); }
+  BIFLOW_HOST_DEVICE static T grad(T x) { return x > T(0) ? T(1) : T(0); }
 };
 /// Exact (erf) GELU, as torch.nn.GELU() by default.
 struct GELU {
@@ -20,7 +20,7 @@ struct GELU {
   template <class T>
   BIFLOW_HOST_DEVICE static T value(T x) { return T(0.5) * x * (T(1) + std::erf(x * T(0.7071067811865476))); }
   template <class T>
-  BIFLOW_HOST_DEVICE static T grad(T x, T) {
+  BIFLOW_HOST_DEVICE static T grad(T x) {
     const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.7071067811865476)));
     const T pdf = T(0.3989422804014327) * std::exp(T(-0.5) * x * x);
     return cdf + x * pdf;
@@ -31,7 +31,7 @@ struct SiLU {
   template <class T>
   BIFLOW_HOST_DEVICE static T value(T x) { return x / (T(1) + std::exp(-x)); }
   template <class T>
-  BIFLOW_HOST_DEVICE static T grad(T x, T) {
+  BIFLOW_HOST_DEVICE static T grad(T x) {
     const T s = T(1) / (T(1) + std::exp(-x));
     return s * (T(1) + x * (T(1) - s));
   }
@@ -41,7 +41,10 @@ struct Tanh {
   template <class T>
   BIFLOW_HOST_DEVICE static T value(T x) { return std::tanh(x); }
   template <class T>
-  BIFLOW_HOST_DEVICE static T grad(T, T y) { return T(1) - y * y; }
+  BIFLOW_HOST_DEVICE static T grad(T x) {
+    const T y = std::tanh(x);
+    return T(1) - y * y;
+  }
 };
 }  // namespace act
 
@@ -54,7 +57,7 @@ struct ActValue {
 template <class A>
 struct ActBackward {  // dy * f'(x)
   template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T dy, T x, T y) const { return dy * A::grad(x, y); }
+  BIFLOW_HOST_DEVICE T operator()(T dy, T x) const { return dy * A::grad(x); }
 };
 }  // namespace fn
 
@@ -64,21 +67,21 @@ class Activation {
  public:
   using backend = B;
   struct Context {
-    Tensor<B> x, y;
+    Tensor<B> x;
   };
   Activation() = default;
   explicit Activation(long features) : n_(features) {}
   long in_features() const { return n_; }
   long out_features() const { return n_; }
-  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const {
+  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const { return forward(Tensor<B>(x), ctx); }
+  Tensor<B> forward(Tensor<B>&& x, Context& ctx) const {
     if (n_ > 0) require_cols("Activation.forward", x, n_);
-    ctx.x = x;
-    ctx.y = zip(fn::ActValue<A>{}, x);
-    return ctx.y;
+    ctx.x = std::move(x);
+    return zip(fn::ActValue<A>{}, ctx.x);
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
     require_shape("Activation.backward", dy, ctx.x.rows(), ctx.x.cols());
-    return zip(fn::ActBackward<A>{}, dy, ctx.x, ctx.y);
+    return zip(fn::ActBackward<A>{}, dy, ctx.x);
   }
   template <class V>
   void visit_parameters(V&&, const std::string&) {}

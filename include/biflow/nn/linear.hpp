@@ -38,10 +38,12 @@ class Linear {
     set_zero(bias.value);
   }
 
-  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const {
+  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const { return forward(Tensor<B>(x), ctx); }
+  /// Takes ownership of x for the context (no copy when the caller passes a temporary).
+  Tensor<B> forward(Tensor<B>&& x, Context& ctx) const {
     require_cols("Linear.forward", x, in_);
-    ctx.x = x;
-    return apply(x, weight.value);
+    ctx.x = std::move(x);
+    return apply(ctx.x, weight.value);
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
     require_shape("Linear.backward", dy, ctx.x.rows(), out_);
@@ -59,9 +61,9 @@ class Linear {
 
  protected:
   Tensor<B> apply(const Tensor<B>& x, const Tensor<B>& w) const {
-    Tensor<B> y;
-    gemm(x, false, w, true, y);
-    if (has_bias_) map(y, fn::Add{}, y, bias.value);
+    if (!has_bias_) return matmul(x, false, w, true);
+    Tensor<B> y = broadcast_rows(bias.value, x.rows());  // y = b, then y += x Wᵀ in the GEMM itself
+    gemm(x, false, w, true, y, T(1), T(1));
     return y;
   }
   long in_ = 0, out_ = 0;
@@ -88,11 +90,12 @@ class MaskedLinear : public Linear<B> {
   }
   const Tensor<B>& mask() const { return mask_; }
 
-  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const {
+  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const { return forward(Tensor<B>(x), ctx); }
+  Tensor<B> forward(Tensor<B>&& x, Context& ctx) const {
     require_cols("MaskedLinear.forward", x, this->in_);
-    ctx.x = x;
+    ctx.x = std::move(x);
     ctx.wm = zip(fn::Mul{}, this->weight.value, mask_);
-    return this->apply(x, ctx.wm);
+    return this->apply(ctx.x, ctx.wm);
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
     require_shape("MaskedLinear.backward", dy, ctx.x.rows(), this->out_);

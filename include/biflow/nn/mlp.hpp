@@ -38,13 +38,14 @@ class MLP {
   /// Zero the last layer so the MLP starts by outputting 0 (flow layers start as the identity).
   void zero_last() { lin_.back().zero_init(); }
 
-  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const {
+  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const { return forward(Tensor<B>(x), ctx); }
+  Tensor<B> forward(Tensor<B>&& x, Context& ctx) const {
     ctx.lin.resize(lin_.size());
     ctx.act.resize(act_.size());
-    Tensor<B> h = lin_[0].forward(x, ctx.lin[0]);
-    for (std::size_t i = 1; i < lin_.size(); ++i) {
-      h = act_[i - 1].forward(h, ctx.act[i - 1]);
-      h = lin_[i].forward(h, ctx.lin[i]);
+    Tensor<B> h = lin_[0].forward(std::move(x), ctx.lin[0]);
+    for (std::size_t i = 1; i < lin_.size(); ++i) {  // intermediate tensors move into the contexts
+      h = act_[i - 1].forward(std::move(h), ctx.act[i - 1]);
+      h = lin_[i].forward(std::move(h), ctx.lin[i]);
     }
     return h;
   }

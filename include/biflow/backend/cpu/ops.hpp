@@ -56,19 +56,38 @@ void gemm(const Tensor<Cpu<T>>& a, bool trans_a, const Tensor<Cpu<T>>& b, bool t
 }
 
 /// out[r, c] = f(in0[r', c'], in1[...], ...) where each input is out-shaped or broadcasts along a
-/// dimension of size 1.
+/// dimension of size 1. Loops are written so the common cases (same shape; row-vector broadcast)
+/// vectorise.
 template <class T, class F, class... In>
 void map(Tensor<Cpu<T>>& out, F f, const In&... in) {
   const long R = out.rows(), C = out.cols();
   const cpu_detail::Bcast bc[] = {cpu_detail::bcast_of("map", in, R, C)...};
   const T* ptr[] = {in.data()...};
   T* o = out.data();
-  for (long r = 0; r < R; ++r)
-    for (long c = 0; c < C; ++c) {
-      [&]<std::size_t... I>(std::index_sequence<I...>) {
-        o[r * C + c] = f(ptr[I][r * bc[I].rs + c * bc[I].cs]...);
-      }(std::index_sequence_for<In...>{});
+  bool same = true, contiguous_cols = true;
+  for (const auto& b : bc) {
+    same = same && b.rs == C && b.cs == 1;
+    contiguous_cols = contiguous_cols && b.cs == 1;
+  }
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    if (same || R == 1) {
+      const long n = R * C;
+      if (same) {
+        BIFLOW_IVDEP for (long i = 0; i < n; ++i) o[i] = f(ptr[I][i]...);
+        return;
+      }
     }
+    if (contiguous_cols) {
+      for (long r = 0; r < R; ++r) {
+        const T* rowp[] = {ptr[I] + r * bc[I].rs...};
+        T* orow = o + r * C;
+        BIFLOW_IVDEP for (long c = 0; c < C; ++c) orow[c] = f(rowp[I][c]...);
+      }
+      return;
+    }
+    for (long r = 0; r < R; ++r)
+      for (long c = 0; c < C; ++c) o[r * C + c] = f(ptr[I][r * bc[I].rs + c * bc[I].cs]...);
+  }(std::index_sequence_for<In...>{});
 }
 
 /// Applies f(a_i, b_i, ...) with every argument a mutable reference to element i (all same shape):
@@ -77,10 +96,9 @@ template <class F, class T, class... Ts>
 void for_each(F f, Tensor<Cpu<T>>& first, Ts&... rest) {
   ((require_shape("for_each", rest, first.rows(), first.cols())), ...);
   const long n = first.size();
-  T* p0 = first.data();
-  std::tuple<decltype(rest.data())...> ps{rest.data()...};
-  for (long i = 0; i < n; ++i)
-    std::apply([&](auto*... p) { f(p0[i], p[i]...); }, ps);
+  [&](T* p0, auto*... p) {
+    BIFLOW_IVDEP for (long i = 0; i < n; ++i) f(p0[i], p[i]...);
+  }(first.data(), rest.data()...);
 }
 
 /// rows x 1: sum of each row.
@@ -138,7 +156,7 @@ Tensor<Cpu<T>> concat_cols(const Tensor<Cpu<T>>& a, const Tensor<Cpu<T>>& b) {
 /// y[:, j] = x[:, idx[j]].
 template <class T>
 Tensor<Cpu<T>> gather_cols(const Tensor<Cpu<T>>& x, const Indices<Cpu<T>>& idx) {
-  Tensor<Cpu<T>> y(x.rows(), idx.size());
+  Tensor<Cpu<T>> y(x.rows(), idx.size(), uninit);
   const auto* id = idx.data();
   for (long r = 0; r < x.rows(); ++r)
     for (long j = 0; j < idx.size(); ++j) y.data()[r * idx.size() + j] = x.data()[r * x.cols() + id[j]];
@@ -150,9 +168,9 @@ template <class T>
 void layernorm_forward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>& gamma, const Tensor<Cpu<T>>& beta, T eps,
                        Tensor<Cpu<T>>& y, Tensor<Cpu<T>>& mean, Tensor<Cpu<T>>& rstd) {
   const long R = x.rows(), C = x.cols();
-  y = Tensor<Cpu<T>>(R, C);
-  mean = Tensor<Cpu<T>>(R, 1);
-  rstd = Tensor<Cpu<T>>(R, 1);
+  y = Tensor<Cpu<T>>(R, C, uninit);
+  mean = Tensor<Cpu<T>>(R, 1, uninit);
+  rstd = Tensor<Cpu<T>>(R, 1, uninit);
   for (long r = 0; r < R; ++r) {
     const T* xr = x.data() + r * C;
     T mu = 0;
@@ -173,7 +191,7 @@ Tensor<Cpu<T>> layernorm_backward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>&
                                   const Tensor<Cpu<T>>& rstd, const Tensor<Cpu<T>>& dy, Tensor<Cpu<T>>& dgamma,
                                   Tensor<Cpu<T>>& dbeta) {
   const long R = x.rows(), C = x.cols();
-  Tensor<Cpu<T>> dx(R, C);
+  Tensor<Cpu<T>> dx(R, C, uninit);
   for (long r = 0; r < R; ++r) {
     const T* xr = x.data() + r * C;
     const T* g = dy.data() + r * C;
