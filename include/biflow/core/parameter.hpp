@@ -22,9 +22,17 @@ inline std::string join_name(const std::string& prefix, const std::string& name)
   return prefix.empty() ? name : prefix + "." + name;
 }
 
+namespace detail {
+/// A visitor accepting any parameter (used to test for visit_parameters in concepts).
+struct AnyVisitor {
+  template <class P>
+  void operator()(const std::string&, P&) const {}
+};
+}  // namespace detail
+
 /// Anything with visit_parameters(visitor, prefix).
 template <class M>
-concept HasParameters = requires(M& m) { m.visit_parameters([](const std::string&, auto&) {}, std::string{}); };
+concept HasParameters = requires(M& m) { m.visit_parameters(detail::AnyVisitor{}, std::string{}); };
 
 /// Sets every gradient of m to zero.
 template <HasParameters M>

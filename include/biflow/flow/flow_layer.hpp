@@ -23,7 +23,7 @@ concept FlowLayer = requires(L& m, const L& cm, typename L::Context& ctx, const 
   { m.backward(ctx, x, x) } -> std::same_as<Tensor<typename L::backend>>;
   { cm.features() } -> std::convertible_to<long>;
   { cm.cond_features() } -> std::convertible_to<long>;
-  m.visit_parameters([](const std::string&, auto&) {}, std::string{});
+  m.visit_parameters(detail::AnyVisitor{}, std::string{});
 };
 
 /// One readable sentence per missing piece of the FlowLayer contract; `static_assert(check_flow_layer<L>())`.
@@ -48,7 +48,7 @@ constexpr bool check_flow_layer() {
     { cm.features() } -> std::convertible_to<long>;
     { cm.cond_features() } -> std::convertible_to<long>;
   }, "flow layer: missing `long features() const` and/or `long cond_features() const`");
-  static_assert(requires(L& m) { m.visit_parameters([](const std::string&, auto&) {}, std::string{}); },
+  static_assert(requires(L& m) { m.visit_parameters(detail::AnyVisitor{}, std::string{}); },
                 "flow layer: missing `template <class V> void visit_parameters(V&&, const std::string& prefix)` "
                 "(may be empty for parameter-free layers)");
   return true;

@@ -17,7 +17,7 @@ concept Module = requires(M& m, const M& cm, typename M::Context& ctx, const Ten
   { m.backward(ctx, x) } -> std::same_as<Tensor<typename M::backend>>;
   { cm.in_features() } -> std::convertible_to<long>;
   { cm.out_features() } -> std::convertible_to<long>;
-  m.visit_parameters([](const std::string&, auto&) {}, std::string{});
+  m.visit_parameters(detail::AnyVisitor{}, std::string{});
 };
 
 /// Spells out which part of the Module contract M misses (a readable compile error instead of a
@@ -37,7 +37,7 @@ constexpr bool check_module() {
     { cm.in_features() } -> std::convertible_to<long>;
     { cm.out_features() } -> std::convertible_to<long>;
   }, "nn module: missing `long in_features() const` / `long out_features() const`");
-  static_assert(requires(M& m) { m.visit_parameters([](const std::string&, auto&) {}, std::string{}); },
+  static_assert(requires(M& m) { m.visit_parameters(detail::AnyVisitor{}, std::string{}); },
                 "nn module: missing `template <class V> void visit_parameters(V&& v, const std::string& prefix)`");
   return true;
 }

@@ -1,0 +1,338 @@
+#pragma once
+// Cuda backend primitives: cuBLAS for GEMM, Thrust (stream-bound policies) for reductions, biflow's own
+// kernels for elementwise maps, row/column reductions, gathers, LayerNorm and RNG. Same signatures and
+// semantics as backend/cpu/ops.hpp.
+#include <thrust/execution_policy.h>
+#include <thrust/functional.h>
+#include <thrust/reduce.h>
+#include <thrust/transform_reduce.h>
+
+#include <Eigen/LU>
+#include <cmath>
+
+#include "../../core/rng.hpp"
+#include "tensor.cuh"
+
+namespace biflow {
+
+namespace cuda_detail {
+constexpr int kThreads = 256;
+inline int blocks_for(long n) { return int(std::min<long>((n + kThreads - 1) / kThreads, 65535L * 8)); }
+inline cudaStream_t stream() { return gpu::context().stream(); }
+inline void launched(const char* what) { gpu::check(cudaGetLastError(), what); }
+
+template <class T>
+struct Arg {
+  const T* p;
+  long rs, cs;
+};
+template <class T, std::size_t N>
+struct Args {
+  Arg<T> a[N > 0 ? N : 1];
+};
+
+template <class T, class F, std::size_t... I>
+__global__ void map_kernel(T* out, long R, long C, F f, Args<T, sizeof...(I)> args, std::index_sequence<I...>) {
+  const long n = R * C;
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x) {
+    const long r = i / C, c = i - r * C;
+    out[i] = f(args.a[I].p[r * args.a[I].rs + c * args.a[I].cs]...);
+  }
+}
+
+template <class T, class F, class... P>
+__global__ void for_each_kernel(long n, F f, T* p0, P*... p) {
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x) f(p0[i], p[i]...);
+}
+
+/// One warp per row.
+template <class T>
+__global__ void row_sum_kernel(const T* x, T* out, long R, long C) {
+  const long row = (blockIdx.x * long(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= R) return;
+  T s = 0;
+  for (long c = lane; c < C; c += 32) s += x[row * C + c];
+  for (int o = 16; o > 0; o /= 2) s += __shfl_down_sync(0xffffffffu, s, o);
+  if (lane == 0) out[row] = s;
+}
+
+/// One thread per column (coalesced across the warp: consecutive columns are adjacent in memory).
+template <class T>
+__global__ void col_sum_kernel(const T* x, T* out, long R, long C, T beta) {
+  const long c = blockIdx.x * long(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  T s = 0;
+  for (long r = 0; r < R; ++r) s += x[r * C + c];
+  out[c] = beta == T(0) ? s : beta * out[c] + s;
+}
+
+template <class T>
+__global__ void gather_cols_kernel(const T* x, const std::int32_t* idx, T* y, long R, long Cin, long Cout) {
+  const long n = R * Cout;
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x) {
+    const long r = i / Cout, j = i - r * Cout;
+    y[i] = x[r * Cin + idx[j]];
+  }
+}
+
+template <class T>
+__device__ T warp_sum(T v) {
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <class T>
+__global__ void layernorm_fwd_kernel(const T* x, const T* g, const T* b, T eps, T* y, T* mean, T* rstd, long R, long C) {
+  const long row = (blockIdx.x * long(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= R) return;
+  const T* xr = x + row * C;
+  T s = 0;
+  for (long c = lane; c < C; c += 32) s += xr[c];
+  const T mu = warp_sum(s) / T(C);
+  T v = 0;
+  for (long c = lane; c < C; c += 32) v += (xr[c] - mu) * (xr[c] - mu);
+  const T rs = rsqrt(warp_sum(v) / T(C) + eps);
+  for (long c = lane; c < C; c += 32) y[row * C + c] = (xr[c] - mu) * rs * g[c] + b[c];
+  if (lane == 0) mean[row] = mu, rstd[row] = rs;
+}
+
+template <class T>
+__global__ void layernorm_bwd_kernel(const T* x, const T* g, const T* mean, const T* rstd, const T* dy, T* dx, T* dg,
+                                     T* db, long R, long C) {
+  const long row = (blockIdx.x * long(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= R) return;
+  const T mu = mean[row], rs = rstd[row];
+  T s1 = 0, s2 = 0;
+  for (long c = lane; c < C; c += 32) {
+    const T xh = (x[row * C + c] - mu) * rs, gg = dy[row * C + c] * g[c];
+    s1 += gg;
+    s2 += gg * xh;
+    atomicAdd(&dg[c], dy[row * C + c] * xh);  // parameter gradients: reduced over rows
+    atomicAdd(&db[c], dy[row * C + c]);
+  }
+  s1 = warp_sum(s1) / T(C);
+  s2 = warp_sum(s2) / T(C);
+  for (long c = lane; c < C; c += 32) {
+    const T xh = (x[row * C + c] - mu) * rs;
+    dx[row * C + c] = rs * (dy[row * C + c] * g[c] - s1 - xh * s2);
+  }
+}
+
+template <class T>
+__global__ void normal_kernel(T* x, long n, std::uint64_t seed, std::uint64_t base, T mean, T sd) {
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x)
+    x[i] = mean + sd * T(rng_detail::normal(seed, base + std::uint64_t(i)));
+}
+template <class T>
+__global__ void uniform_kernel(T* x, long n, std::uint64_t seed, std::uint64_t base, T lo, T hi) {
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x)
+    x[i] = lo + (hi - lo) * T(rng_detail::uniform01(rng_detail::hash2(seed, base + std::uint64_t(i))));
+}
+
+struct IsFinite {
+  __host__ __device__ bool operator()(float v) const { return isfinite(v); }
+};
+struct Sq {
+  __host__ __device__ double operator()(float v) const { return double(v) * double(v); }
+};
+}  // namespace cuda_detail
+
+/// Row-major C = alpha op(A) op(B) + beta C via cuBLAS (column-major): computes Cᵀ = op(B)ᵀ op(A)ᵀ.
+template <class T>
+void gemm(const Tensor<Cuda<T>>& a, bool trans_a, const Tensor<Cuda<T>>& b, bool trans_b, Tensor<Cuda<T>>& c,
+          T alpha = T(1), T beta = T(0)) {
+  const long m = trans_a ? a.cols() : a.rows(), k = trans_a ? a.rows() : a.cols();
+  const long kb = trans_b ? b.cols() : b.rows(), n = trans_b ? b.rows() : b.cols();
+  if (k != kb)
+    throw shape_error(detail::cat("gemm: inner dimensions differ: op(A) is ", m, "x", k, ", op(B) is ", kb, "x", n));
+  if (c.rows() != m || c.cols() != n) {
+    if (beta != T(0))
+      throw shape_error(detail::cat("gemm: accumulating into a ", c.rows(), "x", c.cols(), " tensor, expected ", m,
+                                    "x", n));
+    c = Tensor<Cuda<T>>(m, n, uninit);
+  }
+  if (m == 0 || n == 0) return;
+  if (k == 0) {  // cuBLAS leaves C untouched for k = 0; the product is zero
+    if (beta == T(0)) gpu::check(cudaMemsetAsync(c.data(), 0, c.bytes(), cuda_detail::stream()), "gemm k=0");
+    return;
+  }
+  gpu::check(cublasSgemm(gpu::context().blas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                          int(n), int(m), int(k), &alpha, b.data(), int(b.cols()), a.data(), int(a.cols()), &beta,
+                          c.data(), int(n)),
+              "cublasSgemm");
+}
+
+template <class T, class F, class... In>
+void map(Tensor<Cuda<T>>& out, F f, const In&... in) {
+  const long R = out.rows(), C = out.cols();
+  cuda_detail::Args<T, sizeof...(In)> args{};
+  std::size_t i = 0;
+  (([&] {
+     if ((in.rows() != R && in.rows() != 1) || (in.cols() != C && in.cols() != 1))
+       throw shape_error(detail::cat("map: cannot broadcast a ", in.rows(), "x", in.cols(), " tensor to ", R, "x", C));
+     args.a[i++] = {in.data(), in.rows() == 1 ? 0 : in.cols(), in.cols() == 1 ? 0 : 1};
+   }()),
+   ...);
+  if (R * C == 0) return;
+  cuda_detail::map_kernel<<<cuda_detail::blocks_for(R * C), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
+      out.data(), R, C, f, args, std::index_sequence_for<In...>{});
+  cuda_detail::launched("map");
+}
+
+template <class F, class T, class... Ts>
+void for_each(F f, Tensor<Cuda<T>>& first, Ts&... rest) {
+  ((require_shape("for_each", rest, first.rows(), first.cols())), ...);
+  if (first.size() == 0) return;
+  cuda_detail::for_each_kernel<<<cuda_detail::blocks_for(first.size()), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
+      first.size(), f, first.data(), rest.data()...);
+  cuda_detail::launched("for_each");
+}
+
+template <class T>
+Tensor<Cuda<T>> row_sum(const Tensor<Cuda<T>>& x) {
+  Tensor<Cuda<T>> out(x.rows(), 1, uninit);
+  if (x.rows() == 0) return out;
+  if (x.cols() == 0) return Tensor<Cuda<T>>(x.rows(), 1);
+  cuda_detail::row_sum_kernel<<<cuda_detail::blocks_for(x.rows() * 32), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
+      x.data(), out.data(), x.rows(), x.cols());
+  cuda_detail::launched("row_sum");
+  return out;
+}
+template <class T>
+void col_sum(const Tensor<Cuda<T>>& x, Tensor<Cuda<T>>& out, T beta = T(0)) {
+  if (out.rows() != 1 || out.cols() != x.cols()) {
+    if (beta != T(0)) require_shape("col_sum", out, 1, x.cols());
+    out = Tensor<Cuda<T>>(1, x.cols());
+  }
+  if (x.cols() == 0) return;
+  cuda_detail::col_sum_kernel<<<cuda_detail::blocks_for(x.cols()), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
+      x.data(), out.data(), x.rows(), x.cols(), beta);
+  cuda_detail::launched("col_sum");
+}
+template <class T>
+T sum(const Tensor<Cuda<T>>& x) {
+  return thrust::reduce(thrust::cuda::par.on(cuda_detail::stream()), x.data(), x.data() + x.size(), T(0));
+}
+template <class T>
+T sum_sq(const Tensor<Cuda<T>>& x) {
+  return T(thrust::transform_reduce(thrust::cuda::par.on(cuda_detail::stream()), x.data(), x.data() + x.size(),
+                                    cuda_detail::Sq{}, 0.0, thrust::plus<double>()));
+}
+template <class T>
+bool all_finite(const Tensor<Cuda<T>>& x) {
+  return thrust::transform_reduce(thrust::cuda::par.on(cuda_detail::stream()), x.data(), x.data() + x.size(),
+                                  cuda_detail::IsFinite{}, true, thrust::logical_and<bool>());
+}
+template <class T>
+void set_zero(Tensor<Cuda<T>>& x) {
+  if (x.size()) gpu::check(cudaMemsetAsync(x.data(), 0, x.bytes(), cuda_detail::stream()), "set_zero");
+}
+namespace fn {
+struct Constant {
+  float v;
+  BIFLOW_HOST_DEVICE float operator()() const { return v; }
+};
+}  // namespace fn
+template <class T>
+void fill(Tensor<Cuda<T>>& x, T v) {
+  map(x, fn::Constant{float(v)});
+}
+
+template <class T>
+Tensor<Cuda<T>> slice_cols(const Tensor<Cuda<T>>& x, long c0, long n) {
+  if (c0 < 0 || n < 0 || c0 + n > x.cols())
+    throw shape_error(detail::cat("slice_cols: columns [", c0, ", ", c0 + n, ") out of range for ", x.cols(),
+                                  " columns"));
+  Tensor<Cuda<T>> y(x.rows(), n, uninit);
+  if (y.size())
+    gpu::check(cudaMemcpy2DAsync(y.data(), n * sizeof(T), x.data() + c0, x.cols() * sizeof(T), n * sizeof(T), x.rows(),
+                                  cudaMemcpyDeviceToDevice, cuda_detail::stream()),
+                "slice_cols");
+  return y;
+}
+template <class T>
+Tensor<Cuda<T>> concat_cols(const Tensor<Cuda<T>>& a, const Tensor<Cuda<T>>& b) {
+  require_dim("concat_cols", "rows of the second tensor", a.rows(), b.rows());
+  const long C = a.cols() + b.cols();
+  Tensor<Cuda<T>> y(a.rows(), C, uninit);
+  if (a.size())
+    gpu::check(cudaMemcpy2DAsync(y.data(), C * sizeof(T), a.data(), a.cols() * sizeof(T), a.cols() * sizeof(T),
+                                  a.rows(), cudaMemcpyDeviceToDevice, cuda_detail::stream()),
+                "concat_cols");
+  if (b.size())
+    gpu::check(cudaMemcpy2DAsync(y.data() + a.cols(), C * sizeof(T), b.data(), b.cols() * sizeof(T),
+                                  b.cols() * sizeof(T), b.rows(), cudaMemcpyDeviceToDevice, cuda_detail::stream()),
+                "concat_cols");
+  return y;
+}
+template <class T>
+Tensor<Cuda<T>> gather_cols(const Tensor<Cuda<T>>& x, const Indices<Cuda<T>>& idx) {
+  Tensor<Cuda<T>> y(x.rows(), idx.size(), uninit);
+  if (y.size() == 0) return y;
+  cuda_detail::gather_cols_kernel<<<cuda_detail::blocks_for(y.size()), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
+      x.data(), idx.data(), y.data(), x.rows(), x.cols(), idx.size());
+  cuda_detail::launched("gather_cols");
+  return y;
+}
+
+template <class T>
+void layernorm_forward(const Tensor<Cuda<T>>& x, const Tensor<Cuda<T>>& gamma, const Tensor<Cuda<T>>& beta, T eps,
+                       Tensor<Cuda<T>>& y, Tensor<Cuda<T>>& mean, Tensor<Cuda<T>>& rstd) {
+  const long R = x.rows(), C = x.cols();
+  y = Tensor<Cuda<T>>(R, C, uninit);
+  mean = Tensor<Cuda<T>>(R, 1, uninit);
+  rstd = Tensor<Cuda<T>>(R, 1, uninit);
+  if (R == 0) return;
+  cuda_detail::layernorm_fwd_kernel<<<cuda_detail::blocks_for(R * 32), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
+      x.data(), gamma.data(), beta.data(), eps, y.data(), mean.data(), rstd.data(), R, C);
+  cuda_detail::launched("layernorm_forward");
+}
+template <class T>
+Tensor<Cuda<T>> layernorm_backward(const Tensor<Cuda<T>>& x, const Tensor<Cuda<T>>& gamma, const Tensor<Cuda<T>>& mean,
+                                   const Tensor<Cuda<T>>& rstd, const Tensor<Cuda<T>>& dy, Tensor<Cuda<T>>& dgamma,
+                                   Tensor<Cuda<T>>& dbeta) {
+  const long R = x.rows(), C = x.cols();
+  Tensor<Cuda<T>> dx(R, C, uninit);
+  if (R == 0) return dx;
+  cuda_detail::layernorm_bwd_kernel<<<cuda_detail::blocks_for(R * 32), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
+      x.data(), gamma.data(), mean.data(), rstd.data(), dy.data(), dx.data(), dgamma.data(), dbeta.data(), R, C);
+  cuda_detail::launched("layernorm_backward");
+  return dx;
+}
+
+template <class T>
+void fill_normal(Tensor<Cuda<T>>& x, Rng& rng, T mean = T(0), T stddev = T(1)) {
+  const std::uint64_t base = rng.take(std::uint64_t(x.size()));
+  if (x.size() == 0) return;
+  cuda_detail::normal_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
+      x.data(), x.size(), rng.seed(), base, mean, stddev);
+  cuda_detail::launched("fill_normal");
+}
+template <class T>
+void fill_uniform(Tensor<Cuda<T>>& x, Rng& rng, T lo = T(0), T hi = T(1)) {
+  const std::uint64_t base = rng.take(std::uint64_t(x.size()));
+  if (x.size() == 0) return;
+  cuda_detail::uniform_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
+      x.data(), x.size(), rng.seed(), base, lo, hi);
+  cuda_detail::launched("fill_uniform");
+}
+
+/// Inverse of a small square matrix. Computed on the host in double (explicit download + upload): used
+/// only by LULinear's inverse, never in a training step.
+template <class T>
+Tensor<Cuda<T>> inverse(const Tensor<Cuda<T>>& a) {
+  require_dim("inverse", "columns of a square matrix", a.rows(), a.cols());
+  const Eigen::MatrixXd h = to_host(a).template cast<double>();
+  return from_host<Cuda<T>>(HostMatrix<T>(h.partialPivLu().inverse().template cast<T>()));
+}
+
+template <class B>
+  requires is_cuda<B>::value
+Indices<B> make_indices(std::vector<std::int32_t> v) {
+  return Indices<B>(v);
+}
+
+}  // namespace biflow
