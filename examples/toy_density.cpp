@@ -2,10 +2,13 @@
 // report test NLL (nats/sample, original units) against a full-covariance Gaussian, and plot the
 // learned density beside the data and the flow's samples.
 #include <biflow/biflow.hpp>
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "common/args.hpp"
 #include "common/png_impl.hpp"
@@ -55,16 +58,24 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
               data_name.c_str(), long(train.rows()), long(test.rows()), long(train.cols()), parameter_count(flow));
   Progress prog(steps, "train");
   HostMatrix<double> xb(batch, train.cols());
+  std::vector<double> step_ms;  // per iteration (batch + step), as the PyTorch reference measures it
+  step_ms.reserve(std::size_t(steps));
   double loss = 0;
   for (long s = 0; s < steps; ++s) {
+    const auto t0 = std::chrono::steady_clock::now();
     for (long i = 0; i < batch; ++i) xb.row(i) = utrain.row(long(rng.below(std::uint64_t(utrain.rows()))));
     const StepResult r = trainer.step(to_tensor(xb));
+    step_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     // Shown in original data units (nats/sample), smoothed.
     const double l = r.loss - stdz.log_abs_det();
     if (!r.skipped) loss = s == 0 ? l : 0.98 * loss + 0.02 * l;
     prog.update(s + 1, loss);
   }
   const double seconds = prog.seconds();
+  // Median step time over the steady state (first 10% dropped as warm-up).
+  std::vector<double> steady(step_ms.begin() + long(step_ms.size() / 10), step_ms.end());
+  std::nth_element(steady.begin(), steady.begin() + long(steady.size() / 2), steady.end());
+  const double median_ms = steady.empty() ? 0.0 : steady[steady.size() / 2];
   // Densities in original units: log p_x = log p_u + log|det ∂u/∂x|.
   const double test_nll = mean_nll(flow, utest) - stdz.log_abs_det();
   const double train_nll = mean_nll(flow, utrain.topRows(std::min<long>(utrain.rows(), 10000))) - stdz.log_abs_det();
@@ -105,6 +116,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
       << ",\n  \"seed\": " << a.integer("seed", 0) << ",\n  \"params\": " << parameter_count(flow)
       << ",\n  \"steps\": " << steps << ",\n  \"skipped_steps\": " << trainer.skipped_steps()
       << ",\n  \"seconds\": " << seconds << ",\n  \"steps_per_second\": " << double(steps) / seconds
+      << ",\n  \"median_step_ms\": " << median_ms
       << ",\n  \"train_nll\": " << train_nll << ",\n  \"test_nll\": " << test_nll
       << ",\n  \"gaussian_test_nll\": " << gauss;
     if (std::isfinite(integral)) f << ",\n  \"density_integral\": " << integral;

@@ -112,7 +112,7 @@ def half(d, parity):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--data", default="moons"); p.add_argument("--model", default="realnvp")
+    p.add_argument("--data", default="moons"); p.add_argument("--test"); p.add_argument("--model", default="realnvp")
     p.add_argument("--layers", type=int, default=8); p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--steps", type=int, default=3000); p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3); p.add_argument("--seed", type=int, default=0)
@@ -120,7 +120,9 @@ def main():
     a = p.parse_args()
     torch.set_num_threads(a.threads); torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
-    if a.data.endswith(".csv"):
+    if a.data.endswith(".csv") and a.test:
+        train, test = np.loadtxt(a.data, delimiter=",", ndmin=2), np.loadtxt(a.test, delimiter=",", ndmin=2)
+    elif a.data.endswith(".csv"):
         allx = np.loadtxt(a.data, delimiter=",", ndmin=2); nt = max(1, len(allx) // 5)
         train, test = allx[:-nt], allx[-nt:]
     else:

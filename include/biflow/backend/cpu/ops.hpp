@@ -2,6 +2,7 @@
 // Cpu backend primitives on Eigen. Every function here has a Cuda twin in backend/cuda/ops.cuh with the
 // same signature; layers call them unqualified and overload resolution picks the backend.
 #include <Eigen/Dense>
+#include <algorithm>
 #include <cmath>
 #include <tuple>
 
@@ -113,8 +114,15 @@ void col_sum(const Tensor<Cpu<T>>& x, Tensor<Cpu<T>>& out, T beta = T(0)) {
     if (beta != T(0)) require_shape("col_sum", out, 1, x.cols());
     out = Tensor<Cpu<T>>(1, x.cols());
   }
-  if (beta == T(0)) out.eigen() = x.eigen().colwise().sum();
-  else out.eigen() = beta * out.eigen() + x.eigen().colwise().sum();
+  const long R = x.rows(), C = x.cols();
+  T* o = out.data();
+  if (beta == T(0)) std::fill(o, o + C, T(0));
+  else if (beta != T(1)) BIFLOW_IVDEP for (long c = 0; c < C; ++c) o[c] *= beta;
+  // Row by row: contiguous, vectorised over columns (Eigen's colwise() on row-major data is not).
+  for (long r = 0; r < R; ++r) {
+    const T* xr = x.data() + r * C;
+    BIFLOW_IVDEP for (long c = 0; c < C; ++c) o[c] += xr[c];
+  }
 }
 template <class T>
 T sum(const Tensor<Cpu<T>>& x) {
