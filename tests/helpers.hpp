@@ -25,6 +25,17 @@ void randomize(M& m, std::uint64_t seed, double scale = 0.3) {
   }, "");
 }
 
+/// The message of the E that f throws, or "<no error>".
+template <class E, class Fn>
+std::string message(Fn&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
 template <class T>
 constexpr double roundtrip_tol() {
   return std::is_same_v<T, double> ? 1e-10 : 1e-5;

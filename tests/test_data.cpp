@@ -12,15 +12,6 @@ std::string write_tmp(const std::string& name, const std::string& body) {
   std::ofstream(p) << body;
   return p;
 }
-template <class E>
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
 }  // namespace
 
 TEST_CASE("built-in toy sets are 2-D, deterministic per seed, and distinct") {
@@ -34,7 +25,7 @@ TEST_CASE("built-in toy sets are 2-D, deterministic per seed, and distinct") {
     CHECK(x.allFinite());
   }
   Rng r(3);
-  CHECK(error_of<usage_error>([&] { data::toy("spirals", 10, r); }).find("unknown data set 'spirals'") != std::string::npos);
+  CHECK(message<usage_error>([&] { data::toy("spirals", 10, r); }).find("unknown data set 'spirals'") != std::string::npos);
 }
 
 TEST_CASE("checkerboard points fall only on the dark squares") {
@@ -58,13 +49,13 @@ TEST_CASE("CSV with and without header loads as numbers") {
 }
 
 TEST_CASE("bad CSV files raise errors naming the problem and the place") {
-  CHECK(error_of<io_error>([] { data::load_csv("does_not_exist.csv"); }).find("cannot open") != std::string::npos);
-  CHECK(error_of<io_error>([] { data::load_csv(write_tmp("e.csv", "")); }).find("no data rows") != std::string::npos);
-  const auto text = error_of<io_error>([] { data::load_csv(write_tmp("t.csv", "1,2\n3,abc\n")); });
+  CHECK(message<io_error>([] { data::load_csv("does_not_exist.csv"); }).find("cannot open") != std::string::npos);
+  CHECK(message<io_error>([] { data::load_csv(write_tmp("e.csv", "")); }).find("no data rows") != std::string::npos);
+  const auto text = message<io_error>([] { data::load_csv(write_tmp("t.csv", "1,2\n3,abc\n")); });
   CHECK(text.find("line 2 column 2: 'abc' is not a number") != std::string::npos);
-  const auto ragged = error_of<io_error>([] { data::load_csv(write_tmp("r.csv", "1,2\n3,4,5\n")); });
+  const auto ragged = message<io_error>([] { data::load_csv(write_tmp("r.csv", "1,2\n3,4,5\n")); });
   CHECK(ragged.find("line 2: expected 2 columns, got 3") != std::string::npos);
-  const auto nan = error_of<numeric_error>([] { data::load_csv(write_tmp("nan.csv", "a,b\n1,2\n3,nan\n")); });
+  const auto nan = message<numeric_error>([] { data::load_csv(write_tmp("nan.csv", "a,b\n1,2\n3,nan\n")); });
   CHECK(nan.find("non-finite value") != std::string::npos);
   CHECK(nan.find("data row 1") != std::string::npos);
 }

@@ -4,17 +4,6 @@
 using namespace tests;
 using F = biflow::Cpu<float>;
 
-namespace {
-template <class E, class Fn>
-std::string message(Fn&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-}  // namespace
 
 TEST_CASE("a flow layer given the wrong number of features names expected and actual") {
   Rng rng(1);

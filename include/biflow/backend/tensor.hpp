@@ -96,4 +96,23 @@ void require_cols(const char* where, const Tensor<B>& t, long cols) {
                                   t.rows(), "x", t.cols(), ")"));
 }
 
+namespace detail {
+/// Shape of C = op(A) op(B) for row-major operands; throws shape_error when the inner dimensions differ, or when
+/// accumulating (beta != 0) into a C of another shape. Shared by every backend's gemm.
+struct GemmShape {
+  long m, n, k;
+  bool resize_c;
+};
+template <class B, class T>
+GemmShape gemm_shape(const Tensor<B>& a, bool trans_a, const Tensor<B>& b, bool trans_b, const Tensor<B>& c, T beta) {
+  const long m = trans_a ? a.cols() : a.rows(), k = trans_a ? a.rows() : a.cols();
+  const long kb = trans_b ? b.cols() : b.rows(), n = trans_b ? b.rows() : b.cols();
+  if (k != kb) throw shape_error(cat("gemm: inner dimensions differ: op(A) is ", m, "x", k, ", op(B) is ", kb, "x", n));
+  const bool resize = c.rows() != m || c.cols() != n;
+  if (resize && beta != T(0))
+    throw shape_error(cat("gemm: accumulating into a ", c.rows(), "x", c.cols(), " tensor, expected ", m, "x", n));
+  return {m, n, k, resize};
+}
+}  // namespace detail
+
 }  // namespace biflow

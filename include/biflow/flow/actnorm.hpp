@@ -58,10 +58,10 @@ class ActNorm : public FlowLayerBase<ActNorm<B>, B> {
 
   FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>&, bool want_logdet) const {
     ctx.y = zip(fn::AddMulExp{}, x, loc.value, log_scale.value);
-    return {ctx.y, want_logdet ? logdet_rows(x.rows(), 1.0) : Tensor<B>{}};
+    return {ctx.y, want_logdet ? repeated_logdet(log_scale.value, x.rows(), 1.0) : Tensor<B>{}};
   }
   FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>&, bool want_logdet) const {
-    return {zip(fn::ActInv{}, y, loc.value, log_scale.value), want_logdet ? logdet_rows(y.rows(), -1.0) : Tensor<B>{}};
+    return {zip(fn::ActInv{}, y, loc.value, log_scale.value), want_logdet ? repeated_logdet(log_scale.value, y.rows(), -1.0) : Tensor<B>{}};
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
     require_shape("ActNorm.backward: dy", dy, ctx.y.rows(), d_);
@@ -83,11 +83,6 @@ class ActNorm : public FlowLayerBase<ActNorm<B>, B> {
 
  private:
   static Tensor<B> one() { return constant<B>(1, 1, T(1)); }
-  Tensor<B> logdet_rows(long rows, double sign) const {
-    Tensor<B> s = row_sum(log_scale.value), out(rows, 1);
-    map(out, fn::Scale{sign}, s);
-    return out;
-  }
   long d_ = 0;
   bool initialized_ = false;
 };

@@ -54,6 +54,16 @@ constexpr bool check_flow_layer() {
   return true;
 }
 
+/// rows x 1 tensor, every entry sign·Σ v for the 1 x D row v (a data-independent log-det such as Σ log_scale),
+/// built on the backend without a host round trip.
+template <class B>
+Tensor<B> repeated_logdet(const Tensor<B>& v, long rows, double sign) {
+  const Tensor<B> s = row_sum(v);
+  Tensor<B> out(rows, 1, uninit);
+  map(out, fn::Scale{sign}, s);
+  return out;
+}
+
 /// CRTP base: checks shapes, applies the log-det policy, and forwards to Derived::forward_impl(x, ctx,
 /// cond, bool want_logdet) and Derived::inverse_impl(y, cond, bool want_logdet).
 template <class Derived, Backend B>

@@ -73,10 +73,10 @@ class LULinear : public FlowLayerBase<LULinear<B>, B> {
   FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>&, bool want_logdet) const {
     const Tensor<B> w = weight(ctx.l, ctx.u);
     ctx.x = x;
-    return {matmul(x, false, w, true), want_logdet ? logdet_rows(x.rows(), T(1)) : Tensor<B>{}};
+    return {matmul(x, false, w, true), want_logdet ? repeated_logdet(log_scale.value, x.rows(), 1.0) : Tensor<B>{}};
   }
   FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>&, bool want_logdet) const {
-    return {matmul(y, false, inverse(weight()), true), want_logdet ? logdet_rows(y.rows(), T(-1)) : Tensor<B>{}};
+    return {matmul(y, false, inverse(weight()), true), want_logdet ? repeated_logdet(log_scale.value, y.rows(), -1.0) : Tensor<B>{}};
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
     require_shape("LULinear.backward: dy", dy, ctx.x.rows(), d_);
@@ -110,11 +110,6 @@ class LULinear : public FlowLayerBase<LULinear<B>, B> {
     map(l, fn::Tri{}, lower.value, lmask_, eye_, one_);
     map(u, fn::Tri{}, upper.value, umask_, eye_, zip(fn::SignExp{}, sign_, log_scale.value));
     return matmul(perm_, false, matmul(l, false, u, false), false);
-  }
-  Tensor<B> logdet_rows(long rows, T sign) const {
-    Tensor<B> s = row_sum(log_scale.value), out(rows, 1);  // 1 x 1, broadcast without a host round trip
-    map(out, fn::Scale{double(sign)}, s);
-    return out;
   }
   long d_ = 0;
   Tensor<B> sign_, lmask_, umask_, eye_, perm_, one_;

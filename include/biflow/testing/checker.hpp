@@ -99,6 +99,24 @@ void check_param_grads(M& model, const std::vector<HostMatrix<double>>& analytic
   }, "");
 }
 
+/// Max relative error of the analytic input gradient dx against central differences of loss_at.
+template <class B, class Loss>
+double input_grad_error(const Tensor<B>& x, const HostMatrix<typename B::scalar>& dx, Loss&& loss_at, double h) {
+  using T = typename B::scalar;
+  HostMatrix<T> xh = to_host(x);
+  double worst = 0;
+  for (long i = 0; i < xh.size(); ++i) {
+    const T keep = xh.data()[i];
+    xh.data()[i] = keep + T(h);
+    const double lp = loss_at(from_host<B>(xh));
+    xh.data()[i] = keep - T(h);
+    const double lm = loss_at(from_host<B>(xh));
+    xh.data()[i] = keep;
+    worst = std::max(worst, rel_err((lp - lm) / (2 * h), dx.data()[i]));
+  }
+  return worst;
+}
+
 template <class M>
 std::vector<HostMatrix<double>> grads_of(M& model) {
   std::vector<HostMatrix<double>> g;
@@ -150,16 +168,7 @@ CheckReport check_flow_layer(const L& layer_in, const Tensor<typename L::backend
   layer.forward(x, c0, cond, logdet::analytic);
   const HostMatrix<T> dx = to_host(layer.backward(c0, from_host<B>(r1), from_host<B>(r2)));
   const auto pg = detail::grads_of(layer);
-  HostMatrix<T> xh = to_host(x);
-  for (long i = 0; i < xh.size(); ++i) {
-    const T keep = xh.data()[i];
-    xh.data()[i] = keep + T(o.fd_step);
-    const double lp = loss_at(from_host<B>(xh));
-    xh.data()[i] = keep - T(o.fd_step);
-    const double lm = loss_at(from_host<B>(xh));
-    xh.data()[i] = keep;
-    rep.input_grad_error = std::max(rep.input_grad_error, detail::rel_err((lp - lm) / (2 * o.fd_step), dx.data()[i]));
-  }
+  rep.input_grad_error = detail::input_grad_error(x, dx, loss_at, o.fd_step);
   detail::check_param_grads(layer, pg, [&] { return loss_at(x); }, o, rep);
   return rep;
 }
@@ -182,16 +191,7 @@ CheckReport check_module(const M& module_in, const Tensor<typename M::backend>& 
   zero_grad(m);
   const HostMatrix<T> dx = to_host(m.backward(ctx, from_host<B>(r)));
   const auto pg = detail::grads_of(m);
-  HostMatrix<T> xh = to_host(x);
-  for (long i = 0; i < xh.size(); ++i) {
-    const T keep = xh.data()[i];
-    xh.data()[i] = keep + T(o.fd_step);
-    const double lp = loss_at(from_host<B>(xh));
-    xh.data()[i] = keep - T(o.fd_step);
-    const double lm = loss_at(from_host<B>(xh));
-    xh.data()[i] = keep;
-    rep.input_grad_error = std::max(rep.input_grad_error, detail::rel_err((lp - lm) / (2 * o.fd_step), dx.data()[i]));
-  }
+  rep.input_grad_error = detail::input_grad_error(x, dx, loss_at, o.fd_step);
   detail::check_param_grads(m, pg, [&] { return loss_at(x); }, o, rep);
   return rep;
 }

@@ -28,16 +28,8 @@ Bcast bcast_of(const char* where, const Tensor<Cpu<T>>& in, long rows, long cols
 template <class T>
 void gemm(const Tensor<Cpu<T>>& a, bool trans_a, const Tensor<Cpu<T>>& b, bool trans_b, Tensor<Cpu<T>>& c,
           T alpha = T(1), T beta = T(0)) {
-  const long m = trans_a ? a.cols() : a.rows(), k = trans_a ? a.rows() : a.cols();
-  const long kb = trans_b ? b.cols() : b.rows(), n = trans_b ? b.rows() : b.cols();
-  if (k != kb)
-    throw shape_error(detail::cat("gemm: inner dimensions differ: op(A) is ", m, "x", k, ", op(B) is ", kb, "x", n));
-  if (c.rows() != m || c.cols() != n) {
-    if (beta != T(0))
-      throw shape_error(detail::cat("gemm: accumulating into a ", c.rows(), "x", c.cols(), " tensor, expected ", m,
-                                    "x", n));
-    c.eigen().resize(m, n);
-  }
+  const detail::GemmShape sh = detail::gemm_shape(a, trans_a, b, trans_b, c, beta);
+  if (sh.resize_c) c.eigen().resize(sh.m, sh.n);
   auto& C = c.eigen();
   const auto& A = a.eigen();
   const auto& Bm = b.eigen();

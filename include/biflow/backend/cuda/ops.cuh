@@ -144,16 +144,9 @@ struct Sq {
 template <class T>
 void gemm(const Tensor<Cuda<T>>& a, bool trans_a, const Tensor<Cuda<T>>& b, bool trans_b, Tensor<Cuda<T>>& c,
           T alpha = T(1), T beta = T(0)) {
-  const long m = trans_a ? a.cols() : a.rows(), k = trans_a ? a.rows() : a.cols();
-  const long kb = trans_b ? b.cols() : b.rows(), n = trans_b ? b.rows() : b.cols();
-  if (k != kb)
-    throw shape_error(detail::cat("gemm: inner dimensions differ: op(A) is ", m, "x", k, ", op(B) is ", kb, "x", n));
-  if (c.rows() != m || c.cols() != n) {
-    if (beta != T(0))
-      throw shape_error(detail::cat("gemm: accumulating into a ", c.rows(), "x", c.cols(), " tensor, expected ", m,
-                                    "x", n));
-    c = Tensor<Cuda<T>>(m, n, uninit);
-  }
+  const detail::GemmShape sh = detail::gemm_shape(a, trans_a, b, trans_b, c, beta);
+  const long m = sh.m, n = sh.n, k = sh.k;
+  if (sh.resize_c) c = Tensor<Cuda<T>>(m, n, uninit);
   if (m == 0 || n == 0) return;
   if (k == 0) {  // cuBLAS leaves C untouched for k = 0; the product is zero
     if (beta == T(0)) gpu::check(cudaMemsetAsync(c.data(), 0, c.bytes(), cuda_detail::stream()), "gemm k=0");
