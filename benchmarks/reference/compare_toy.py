@@ -54,19 +54,19 @@ def swissroll3d(tmp):
     return save(tmp, "swissroll3d", roll(10000, np.random.default_rng(0)), roll(5000, np.random.default_rng(1)))
 
 
-def run_biflow(exe, data, test, model, steps, tmp):
+def run_biflow(exe, data, test, model, steps, seed, tmp):
     rep = os.path.join(tmp, "b.json")
-    cmd = [exe, "--data", data, "--model", model, "--steps", str(steps), "--report", rep]
+    cmd = [exe, "--data", data, "--model", model, "--steps", str(steps), "--seed", str(seed), "--report", rep]
     if test:
         cmd += ["--test", test]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.load(open(rep))
 
 
-def run_torch(data, test, model, steps, threads, tmp):
+def run_torch(data, test, model, steps, seed, threads, tmp):
     rep = os.path.join(tmp, "t.json")
     cmd = [sys.executable, os.path.join(HERE, "toy_density_torch.py"), "--data", data, "--model", model, "--steps",
-           str(steps), "--threads", str(threads), "--report", rep]
+           str(steps), "--seed", str(seed), "--threads", str(threads), "--report", rep]
     if test:
         cmd += ["--test", test]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -80,12 +80,13 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--sets", default="moons,8gaussians,checkerboard,rings,pinwheel,swissroll3d")
     p.add_argument("--models", default="realnvp,maf")
+    p.add_argument("--seeds", default="0", help="comma-separated; NLLs are reported as mean ± half-range over seeds")
     p.add_argument("--out")
     a = p.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads))
     os.environ.update(env)
     import torch
-    lines = [f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+    lines = [f"seeds: {a.seeds}; machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "
              f"{a.threads} thread(s); {a.steps} steps, batch 256, 8 layers, hidden 2x64",
              "", "speed-up = PyTorch median step time / biflow median step time (each iteration: batch sampling + "
              "forward + backward + clip + AdamW, first 10% dropped); steps/s = whole run incl. progress output",
@@ -98,13 +99,18 @@ def main():
             csv = {"digits-pca8": digits_pca8, "swissroll3d": swissroll3d, "pinwheel": pinwheel}.get(name)
             data, test = csv(tmp) if csv else (name, None)
             for model in a.models.split(","):
-                b = run_biflow(a.biflow, data, test, model, a.steps, tmp)
-                t = run_torch(data, test, model, a.steps, a.threads, tmp)
-                r = t["median_step_ms"] / b["median_step_ms"]
+                seeds = [int(x) for x in a.seeds.split(",")]
+                bs = [run_biflow(a.biflow, data, test, model, a.steps, s, tmp) for s in seeds]
+                ts = [run_torch(data, test, model, a.steps, s, a.threads, tmp) for s in seeds]
+                med = lambda rs, k: statistics.median(r[k] for r in rs)
+                def nll(rs):
+                    v = [r["test_nll"] for r in rs]
+                    return f"{statistics.mean(v):.4f}" + (f" ± {(max(v) - min(v)) / 2:.4f}" if len(v) > 1 else "")
+                r = med(ts, "median_step_ms") / med(bs, "median_step_ms")
                 ratios.append(r)
-                lines.append(f"| {name} | {model} | {b['test_nll']:.4f} | {t['test_nll']:.4f} | {b['gaussian_test_nll']:.4f} "
-                             f"| {b['median_step_ms']:.3f} | {t['median_step_ms']:.3f} | {r:.1f}x "
-                             f"| {b['steps_per_second']:.0f} | {t['steps_per_second']:.0f} |")
+                lines.append(f"| {name} | {model} | {nll(bs)} | {nll(ts)} | {bs[0]['gaussian_test_nll']:.4f} "
+                             f"| {med(bs, 'median_step_ms'):.3f} | {med(ts, 'median_step_ms'):.3f} | {r:.1f}x "
+                             f"| {med(bs, 'steps_per_second'):.0f} | {med(ts, 'steps_per_second'):.0f} |")
                 print(lines[-1], flush=True)
     lines += ["", f"median speed-up: {statistics.median(ratios):.1f}x (min {min(ratios):.1f}x, max {max(ratios):.1f}x)"]
     print(lines[-1])

@@ -7,8 +7,13 @@ namespace biflow {
 
 /// Activation functions: value(x) and grad(x) = d value / dx.
 namespace act {
+// Activations whose derivative is a function of the output (ReLU, tanh) declare grad_from_output and
+// grad_y(y): an MLP then applies them in place and keeps no pre-activation copy.
 struct ReLU {
   static constexpr const char* name = "relu";
+  static constexpr bool grad_from_output = true;
+  template <class T>
+  BIFLOW_HOST_DEVICE static T grad_y(T y) { return y > T(0) ? T(1) : T(0); }
   template <class T>
   BIFLOW_HOST_DEVICE static T value(T x) { return x > T(0) ? x : T(0); }
   template <class T>
@@ -17,6 +22,7 @@ struct ReLU {
 /// Exact (erf) GELU, as torch.nn.GELU() by default.
 struct GELU {
   static constexpr const char* name = "gelu";
+  static constexpr bool grad_from_output = false;
   template <class T>
   BIFLOW_HOST_DEVICE static T value(T x) { return T(0.5) * x * (T(1) + std::erf(x * T(0.7071067811865476))); }
   template <class T>
@@ -28,6 +34,7 @@ struct GELU {
 };
 struct SiLU {
   static constexpr const char* name = "silu";
+  static constexpr bool grad_from_output = false;
   template <class T>
   BIFLOW_HOST_DEVICE static T value(T x) { return x / (T(1) + std::exp(-x)); }
   template <class T>
@@ -38,6 +45,9 @@ struct SiLU {
 };
 struct Tanh {
   static constexpr const char* name = "tanh";
+  static constexpr bool grad_from_output = true;
+  template <class T>
+  BIFLOW_HOST_DEVICE static T grad_y(T y) { return T(1) - y * y; }
   template <class T>
   BIFLOW_HOST_DEVICE static T value(T x) { return std::tanh(x); }
   template <class T>
@@ -53,6 +63,16 @@ template <class A>
 struct ActValue {
   template <class T>
   BIFLOW_HOST_DEVICE T operator()(T x) const { return A::value(x); }
+};
+template <class A>
+struct BiasActValue {  // f(x + b)
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T x, T b) const { return A::value(x + b); }
+};
+template <class A>
+struct ActBackwardFromOutput {  // dy * f'(f⁻¹(y))
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T dy, T y) const { return dy * A::grad_y(y); }
 };
 template <class A>
 struct ActBackward {  // dy * f'(x)

@@ -45,6 +45,14 @@ class Linear {
     ctx.x = std::move(x);
     return apply(ctx.x, weight.value);
   }
+  /// x Wᵀ *without* the bias, for callers that add the bias themselves fused with the next elementwise op
+  /// (MLP does, with its activation). backward() is unchanged: the bias gradient depends on dy only.
+  Tensor<B> forward_unbiased(Tensor<B>&& x, Context& ctx) const {
+    require_cols("Linear.forward", x, in_);
+    ctx.x = std::move(x);
+    return matmul(ctx.x, false, weight.value, true);
+  }
+  bool has_bias() const { return has_bias_; }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
     require_shape("Linear.backward", dy, ctx.x.rows(), out_);
     gemm(dy, true, ctx.x, false, weight.grad, T(1), T(1));
@@ -96,6 +104,12 @@ class MaskedLinear : public Linear<B> {
     ctx.x = std::move(x);
     ctx.wm = zip(fn::Mul{}, this->weight.value, mask_);
     return this->apply(ctx.x, ctx.wm);
+  }
+  Tensor<B> forward_unbiased(Tensor<B>&& x, Context& ctx) const {
+    require_cols("MaskedLinear.forward", x, this->in_);
+    ctx.x = std::move(x);
+    ctx.wm = zip(fn::Mul{}, this->weight.value, mask_);
+    return matmul(ctx.x, false, ctx.wm, true);
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
     require_shape("MaskedLinear.backward", dy, ctx.x.rows(), this->out_);

@@ -42,17 +42,25 @@ class MLP {
   Tensor<B> forward(Tensor<B>&& x, Context& ctx) const {
     ctx.lin.resize(lin_.size());
     ctx.act.resize(act_.size());
-    Tensor<B> h = lin_[0].forward(std::move(x), ctx.lin[0]);
-    for (std::size_t i = 1; i < lin_.size(); ++i) {  // intermediate tensors move into the contexts
-      h = act_[i - 1].forward(std::move(h), ctx.act[i - 1]);
-      h = lin_[i].forward(std::move(h), ctx.lin[i]);
+    Tensor<B> h = std::move(x);
+    for (std::size_t i = 0; i + 1 < lin_.size(); ++i) {  // intermediate tensors move into the contexts
+      if constexpr (Act::grad_from_output) {
+        // Fused: one in-place pass adds the bias and applies the activation; its output is kept once, as the
+        // next layer's input, and backward reads the activation's derivative from it.
+        h = lin_[i].forward_unbiased(std::move(h), ctx.lin[i]);
+        if (lin_[i].has_bias()) map(h, fn::BiasActValue<Act>{}, h, lin_[i].bias.value);
+        else map(h, fn::ActValue<Act>{}, h);
+      } else {
+        h = act_[i].forward(lin_[i].forward(std::move(h), ctx.lin[i]), ctx.act[i]);
+      }
     }
-    return h;
+    return lin_.back().forward(std::move(h), ctx.lin.back());
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
     Tensor<B> g = lin_.back().backward(ctx.lin.back(), dy);
     for (std::size_t i = lin_.size() - 1; i-- > 0;) {
-      g = act_[i].backward(ctx.act[i], g);
+      if constexpr (Act::grad_from_output) map(g, fn::ActBackwardFromOutput<Act>{}, g, ctx.lin[i + 1].x);
+      else g = act_[i].backward(ctx.act[i], g);
       g = lin_[i].backward(ctx.lin[i], g);
     }
     return g;
