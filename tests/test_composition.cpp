@@ -1,4 +1,4 @@
-// Compile-time composition: trajectory, indexed access, names, data init, log-det policies.
+// Compile-time composition (flow/sequential.hpp): trajectory, indexed access, names, data init, log-det policies.
 #include "helpers.hpp"
 
 using namespace tests;

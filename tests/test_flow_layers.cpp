@@ -1,4 +1,5 @@
-// Every flow layer through the shared numerical checker, typed over Cpu<double> and Cpu<float>.
+// Every flow layer (flow/coupling.hpp, autoregressive.hpp, permutation.hpp, lu_linear.hpp, actnorm.hpp,
+// sequential.hpp) through the shared numerical checker, typed over Cpu<double> and Cpu<float>.
 #include "helpers.hpp"
 
 using namespace tests;

@@ -1,4 +1,5 @@
-// nn modules: gradients vs finite differences (double), behaviour, masks, names.
+// nn modules (nn/linear.hpp, activation.hpp, mlp.hpp, layer_norm.hpp, module.hpp): gradients vs finite
+// differences (double), behaviour, masks, names.
 #include "helpers.hpp"
 
 using namespace tests;

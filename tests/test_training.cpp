@@ -1,4 +1,5 @@
-// Training: optimiser, schedule, clipping, EMA, NaN guard, reproducibility, a trained density.
+// Training (train/adamw.hpp, schedule.hpp, clip.hpp, ema.hpp, nll.hpp, trainer.hpp) and densities
+// (flow/distribution.hpp): optimiser, schedule, clipping, EMA, NaN guard, reproducibility, a trained density.
 #include <cmath>
 
 #include "helpers.hpp"
