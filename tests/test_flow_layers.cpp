@@ -100,7 +100,7 @@ TEST_CASE_TEMPLATE("ActNorm passes the checks and its data init whitens the firs
   an.data_init(x);
   CHECK(an.initialized());
   typename ActNorm<B>::Context c;
-  const auto y = to_host(an.forward(x, c).y).template cast<double>();
+  const HostMatrix<double> y = to_host(an.forward(x, c).y).template cast<double>();
   const Eigen::RowVectorXd mean = y.colwise().mean();
   CHECK(mean.cwiseAbs().maxCoeff() < 1e-4);
   const Eigen::RowVectorXd var = (y.rowwise() - mean).array().square().colwise().mean();

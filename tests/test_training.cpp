@@ -150,7 +150,7 @@ TEST_CASE("a trained 2-D flow beats a Gaussian and its density integrates to abo
   const double h = 12.0 / n;
   for (int i = 0; i < n; ++i)
     for (int j = 0; j < n; ++j) grid.row(i * n + j) << -6 + (j + 0.5) * h, -6 + (i + 0.5) * h;
-  const auto lp = to_host(log_prob(flow, from_host<F>(sz.transform(grid).cast<float>()))).cast<double>();
+  const HostMatrix<double> lp = to_host(log_prob(flow, from_host<F>(sz.transform(grid).cast<float>()))).cast<double>();
   const double integral = (lp.array() + sz.log_abs_det()).exp().sum() * h * h;
   CHECK(integral == doctest::Approx(1.0).epsilon(0.02));
 }

@@ -14,7 +14,7 @@
 namespace biflow::cpu {
 
 /// Keeps up to `bytes` of freed heap memory mapped (raises glibc's trim and mmap thresholds).
-/// Returns false where this has no effect (non-glibc C libraries).
+/// Returns false where this has no effect (non-glibc C libraries, or a sanitizer's allocator).
 inline bool keep_heap_pages(std::size_t bytes = std::size_t(256) << 20) {
 #if defined(__GLIBC__)
   const int b = bytes > std::size_t(1) << 30 ? 1 << 30 : int(bytes);
