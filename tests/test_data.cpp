@@ -77,3 +77,12 @@ TEST_CASE("full-covariance Gaussian NLL equals the closed form for a standard no
   for (long i = 0; i < x.size(); ++i) x.data()[i] = r.normal();
   CHECK(data::gaussian_nll(x, x) == doctest::Approx(std::log(2 * std::numbers::pi) + 1.0).epsilon(0.01));
 }
+
+TEST_CASE("one_hot (data/labels.hpp) encodes labels and names a label out of range") {
+  const auto m = data::one_hot({2, 0, 1}, 3);
+  CHECK(m.rows() == 3);
+  CHECK(m(0, 2) == 1.0f);
+  CHECK(m.sum() == 3.0f);
+  CHECK(message<usage_error>([] { data::one_hot({0, 5}, 3); }) == "one_hot: label 5 at row 1 is outside [0, 3)");
+  CHECK(message<usage_error>([] { data::one_hot({0}, 0); }).find("must be positive") != std::string::npos);
+}

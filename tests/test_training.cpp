@@ -164,19 +164,16 @@ TEST_CASE("conditional MAF learns a context-dependent density (class label as on
   o.verbose = false;
   MleTrainer<MaskedAutoregressive<F>> t(maf, o);
   Rng d(10);
-  HostMatrix<float> x(128, 1), c = HostMatrix<float>::Zero(128, 2);
+  HostMatrix<float> x(128, 1);
+  std::vector<int> labels(128);
   for (long s = 0; s < o.total_steps; ++s) {
     for (long i = 0; i < 128; ++i) {
-      const int k = int(d.below(2));
-      c.row(i).setZero();
-      c(i, k) = 1;
-      x(i, 0) = float((k ? 3.0 : -3.0) + 0.5 * d.normal());
+      labels[std::size_t(i)] = int(d.below(2));
+      x(i, 0) = float((labels[std::size_t(i)] ? 3.0 : -3.0) + 0.5 * d.normal());
     }
-    t.step(from_host<F>(x), from_host<F>(c));
+    t.step(from_host<F>(x), from_host<F>(data::one_hot(labels, 2)));
   }
-  HostMatrix<float> c0 = HostMatrix<float>::Zero(2000, 2), c1 = c0;
-  c0.col(0).setOnes();
-  c1.col(1).setOnes();
+  const HostMatrix<float> c0 = data::one_hot(std::vector<int>(2000, 0), 2), c1 = data::one_hot(std::vector<int>(2000, 1), 2);
   Rng s(11);
   const auto s0 = to_host(sample(maf, 2000, s, from_host<F>(c0))), s1 = to_host(sample(maf, 2000, s, from_host<F>(c1)));
   CHECK(s0.mean() == doctest::Approx(-3.0).epsilon(0.05));

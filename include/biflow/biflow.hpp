@@ -24,6 +24,7 @@
 #include "flow/permutation.hpp"
 #include "flow/sequential.hpp"
 #include "data/csv.hpp"
+#include "data/labels.hpp"
 #include "data/standardize.hpp"
 #include "data/toy.hpp"
 #include "train/adamw.hpp"
