@@ -1,5 +1,6 @@
 // Toy sets, CSV input (including bad files), standardisation.
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "helpers.hpp"
@@ -7,8 +8,9 @@
 using namespace tests;
 
 namespace {
+/// Writes body to a file in the system temp directory (never into the source tree) and returns its path.
 std::string write_tmp(const std::string& name, const std::string& body) {
-  const std::string p = "biflow_test_" + name;
+  const std::string p = (std::filesystem::temp_directory_path() / ("biflow_test_" + name)).string();
   std::ofstream(p) << body;
   return p;
 }
