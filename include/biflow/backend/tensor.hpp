@@ -113,6 +113,32 @@ GemmShape gemm_shape(const Tensor<B>& a, bool trans_a, const Tensor<B>& b, bool 
     throw shape_error(cat("gemm: accumulating into a ", c.rows(), "x", c.cols(), " tensor, expected ", m, "x", n));
   return {m, n, k, resize};
 }
+
+/// Element strides of an input broadcast to a rows x cols output (0 along a dimension of size 1); throws
+/// shape_error naming both shapes when it does not broadcast. Shared by every backend's map.
+struct Strides {
+  long rs, cs;
+};
+inline Strides broadcast_strides(const char* where, long in_rows, long in_cols, long rows, long cols) {
+  if ((in_rows != rows && in_rows != 1) || (in_cols != cols && in_cols != 1))
+    throw shape_error(cat(where, ": cannot broadcast a ", in_rows, "x", in_cols, " tensor to ", rows, "x", cols));
+  return {in_rows == 1 ? 0 : in_cols, in_cols == 1 ? 0 : 1};
+}
+
+/// Throws unless columns [c0, c0 + n) lie within cols (slice_cols on every backend).
+inline void check_col_range(long c0, long n, long cols) {
+  if (c0 < 0 || n < 0 || c0 + n > cols)
+    throw shape_error(cat("slice_cols: columns [", c0, ", ", c0 + n, ") out of range for ", cols, " columns"));
+}
+
+/// col_sum's output contract on every backend: accumulating (beta != 0) needs a 1 x cols output; otherwise a
+/// wrongly shaped output is replaced. Returns true when out must be (re)allocated.
+template <class B, class T>
+bool col_sum_needs_output(const Tensor<B>& out, long cols, T beta) {
+  if (out.rows() == 1 && out.cols() == cols) return false;
+  if (beta != T(0)) require_shape("col_sum", out, 1, cols);
+  return true;
+}
 }  // namespace detail
 
 }  // namespace biflow

@@ -6,6 +6,10 @@
 namespace biflow {
 
 namespace fn {
+struct Add3 {  // a + b + c
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a, T b, T c) const { return a + b + c; }
+};
 struct AddMulExp {  // (x + loc) * exp(ls)
   template <class T>
   BIFLOW_HOST_DEVICE T operator()(T x, T loc, T ls) const { return (x + loc) * std::exp(ls); }
@@ -71,7 +75,7 @@ class ActNorm : public FlowLayerBase<ActNorm<B>, B> {
     Tensor<B> dls, dlsum;
     col_sum(zip(fn::Mul{}, dy, ctx.y), dls);
     col_sum(dlogdet, dlsum);
-    map(log_scale.grad, fn::AddMulAdd{}, log_scale.grad, dls, one(), dlsum);
+    map(log_scale.grad, fn::Add3{}, log_scale.grad, dls, dlsum);
     return dx;
   }
   template <class V>
@@ -82,7 +86,6 @@ class ActNorm : public FlowLayerBase<ActNorm<B>, B> {
   Parameter<B> loc, log_scale;
 
  private:
-  static Tensor<B> one() { return constant<B>(1, 1, T(1)); }
   long d_ = 0;
   bool initialized_ = false;
 };

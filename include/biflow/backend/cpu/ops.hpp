@@ -11,18 +11,6 @@
 
 namespace biflow {
 
-namespace cpu_detail {
-struct Bcast {
-  long rs, cs;  // row / column strides (0 = broadcast)
-};
-template <class T>
-Bcast bcast_of(const char* where, const Tensor<Cpu<T>>& in, long rows, long cols) {
-  if ((in.rows() != rows && in.rows() != 1) || (in.cols() != cols && in.cols() != 1))
-    throw shape_error(detail::cat(where, ": cannot broadcast a ", in.rows(), "x", in.cols(), " tensor to ", rows,
-                                  "x", cols));
-  return {in.rows() == 1 ? 0 : in.cols(), in.cols() == 1 ? 0 : 1};
-}
-}  // namespace cpu_detail
 
 /// C = alpha * op(A) op(B) + beta * C. C is resized (and beta must be 0) when its shape does not match.
 template <class T>
@@ -54,7 +42,7 @@ void gemm(const Tensor<Cpu<T>>& a, bool trans_a, const Tensor<Cpu<T>>& b, bool t
 template <class T, class F, class... In>
 void map(Tensor<Cpu<T>>& out, F f, const In&... in) {
   const long R = out.rows(), C = out.cols();
-  const cpu_detail::Bcast bc[] = {cpu_detail::bcast_of("map", in, R, C)...};
+  const detail::Strides bc[] = {detail::broadcast_strides("map", in.rows(), in.cols(), R, C)...};
   const T* ptr[] = {in.data()...};
   T* o = out.data();
   bool same = true, contiguous_cols = true;
@@ -102,10 +90,7 @@ Tensor<Cpu<T>> row_sum(const Tensor<Cpu<T>>& x) {
 /// out (1 x cols) = beta * out + sum of x over rows.
 template <class T>
 void col_sum(const Tensor<Cpu<T>>& x, Tensor<Cpu<T>>& out, T beta = T(0)) {
-  if (out.rows() != 1 || out.cols() != x.cols()) {
-    if (beta != T(0)) require_shape("col_sum", out, 1, x.cols());
-    out = Tensor<Cpu<T>>(1, x.cols());
-  }
+  if (detail::col_sum_needs_output(out, x.cols(), beta)) out = Tensor<Cpu<T>>(1, x.cols());
   const long R = x.rows(), C = x.cols();
   T* o = out.data();
   if (beta == T(0)) std::fill(o, o + C, T(0));
@@ -140,9 +125,7 @@ void fill(Tensor<Cpu<T>>& x, T v) {
 /// Columns [c0, c0 + n) of x.
 template <class T>
 Tensor<Cpu<T>> slice_cols(const Tensor<Cpu<T>>& x, long c0, long n) {
-  if (c0 < 0 || n < 0 || c0 + n > x.cols())
-    throw shape_error(detail::cat("slice_cols: columns [", c0, ", ", c0 + n, ") out of range for ", x.cols(),
-                                  " columns"));
+  detail::check_col_range(c0, n, x.cols());
   return Tensor<Cpu<T>>(HostMatrix<T>(x.eigen().middleCols(c0, n)));
 }
 /// [a | b] side by side (same rows).

@@ -164,9 +164,8 @@ void map(Tensor<Cuda<T>>& out, F f, const In&... in) {
   cuda_detail::Args<T, sizeof...(In)> args{};
   std::size_t i = 0;
   (([&] {
-     if ((in.rows() != R && in.rows() != 1) || (in.cols() != C && in.cols() != 1))
-       throw shape_error(detail::cat("map: cannot broadcast a ", in.rows(), "x", in.cols(), " tensor to ", R, "x", C));
-     args.a[i++] = {in.data(), in.rows() == 1 ? 0 : in.cols(), in.cols() == 1 ? 0 : 1};
+     const detail::Strides st = detail::broadcast_strides("map", in.rows(), in.cols(), R, C);
+     args.a[i++] = {in.data(), st.rs, st.cs};
    }()),
    ...);
   if (R * C == 0) return;
@@ -196,10 +195,7 @@ Tensor<Cuda<T>> row_sum(const Tensor<Cuda<T>>& x) {
 }
 template <class T>
 void col_sum(const Tensor<Cuda<T>>& x, Tensor<Cuda<T>>& out, T beta = T(0)) {
-  if (out.rows() != 1 || out.cols() != x.cols()) {
-    if (beta != T(0)) require_shape("col_sum", out, 1, x.cols());
-    out = Tensor<Cuda<T>>(1, x.cols());
-  }
+  if (detail::col_sum_needs_output(out, x.cols(), beta)) out = Tensor<Cuda<T>>(1, x.cols());
   if (x.cols() == 0) return;
   cuda_detail::col_sum_kernel<<<cuda_detail::blocks_for(x.cols()), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
       x.data(), out.data(), x.rows(), x.cols(), beta);
@@ -236,9 +232,7 @@ void fill(Tensor<Cuda<T>>& x, T v) {
 
 template <class T>
 Tensor<Cuda<T>> slice_cols(const Tensor<Cuda<T>>& x, long c0, long n) {
-  if (c0 < 0 || n < 0 || c0 + n > x.cols())
-    throw shape_error(detail::cat("slice_cols: columns [", c0, ", ", c0 + n, ") out of range for ", x.cols(),
-                                  " columns"));
+  detail::check_col_range(c0, n, x.cols());
   Tensor<Cuda<T>> y(x.rows(), n, uninit);
   if (y.size())
     gpu::check(cudaMemcpy2DAsync(y.data(), n * sizeof(T), x.data() + c0, x.cols() * sizeof(T), n * sizeof(T), x.rows(),
