@@ -7,7 +7,7 @@ Both sides run with the same thread count (torch.set_num_threads; biflow's Eigen
 Two CSV rows use data neither model has built in, loaded through --data/--test CSV files:
   swissroll3d: a 3-D swiss roll with noise (numpy, seed 0), 10000 train / 5000 test rows;
   pinwheel:    a 2-D 5-arm pinwheel (numpy, seed 0), 10000 train / 5000 test rows;
-  digits-pca8 (not in the default list): the vendored real digits (data/digits.csv.gz), pixels dequantised as
+  digits-pca8 (not in the default list): the vendored real digits (data/digits.csv), pixels dequantised as
                (v + U[0,1)) / 17 and projected on the top 8 principal components of the training rows (first 1500 rows
                train, last 297 test). With only 1500 rows, these 37k-parameter flows trained for 3000 steps overfit it
                badly in biflow and in PyTorch alike (test NLL in the hundreds vs 6.6 for a Gaussian).
@@ -28,7 +28,7 @@ def save(tmp, name, train, test):
 
 
 def digits_pca8(tmp):
-    rows = np.loadtxt(gzip.open(os.path.join(ROOT, "data", "digits.csv.gz"), "rt"), delimiter=",")
+    rows = np.loadtxt(os.path.join(ROOT, "data", "digits.csv"), delimiter=",")
     px = (rows[:, :64] + np.random.default_rng(0).random((len(rows), 64))) / 17.0
     train, test = px[:1500], px[1500:]
     mu = train.mean(0)

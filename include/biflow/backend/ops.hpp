@@ -2,8 +2,9 @@
 // Backend primitives: the only layer of biflow that knows Eigen or CUDA. Layers call these names
 // unqualified; the overload for the tensor's backend is picked at compile time.
 //
-//   gemm, map, for_each, row_sum, col_sum, sum, sum_sq, all_finite, set_zero, fill, slice_cols,
-//   concat_cols, gather_cols, layernorm_forward/backward, fill_normal, fill_uniform, inverse,
+//   gemm, gemm_batched, map, for_each, row_sum, col_sum, sum, sum_sq, all_finite, set_zero, fill, slice_cols,
+//   concat_cols, gather_cols, copy_block, add_repeat_rows, sum_row_groups, softmax_rows(_backward),
+//   layernorm_forward/backward, fill_normal, fill_uniform, inverse,
 //   make_indices, from_host, to_host
 //
 // Below: backend-independent conveniences built only from those primitives.
@@ -55,6 +56,25 @@ Tensor<B> constant(long rows, long cols, typename B::scalar v) {
   Tensor<B> t(rows, cols);
   fill(t, v);
   return t;
+}
+
+/// Rows [r0, r0 + n) of x.
+template <class B>
+Tensor<B> slice_rows(const Tensor<B>& x, long r0, long n) {
+  if (r0 < 0 || n < 0 || r0 + n > x.rows())
+    throw shape_error(detail::cat("slice_rows: rows [", r0, ", ", r0 + n, ") out of range for ", x.rows(), " rows"));
+  Tensor<B> y(n, x.cols(), uninit);
+  copy_block(x, r0 * x.cols(), x.cols(), y, 0, x.cols(), n, x.cols());
+  return y;
+}
+/// a on top of b (same columns).
+template <class B>
+Tensor<B> concat_rows(const Tensor<B>& a, const Tensor<B>& b) {
+  require_dim("concat_rows", "columns of the second tensor", a.cols(), b.cols());
+  Tensor<B> y(a.rows() + b.rows(), a.cols(), uninit);
+  copy_block(a, 0, a.cols(), y, 0, a.cols(), a.rows(), a.cols());
+  copy_block(b, 0, b.cols(), y, a.size(), b.cols(), b.rows(), b.cols());
+  return y;
 }
 
 /// Host vector (one row) -> backend tensor.

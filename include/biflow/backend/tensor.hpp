@@ -19,6 +19,14 @@ using HostMatrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMa
 struct uninit_t {};
 inline constexpr uninit_t uninit{};
 
+namespace detail {
+inline void check_reshape(long r, long c, long rows, long cols) {
+  if (rows < 0 || cols < 0 || rows * cols != r * c)
+    throw shape_error(cat("reshape: cannot view a ", r, "x", c, " tensor as ", rows, "x", cols,
+                          " (element counts differ)"));
+}
+}  // namespace detail
+
 template <class B>
 class Tensor {
   static_assert(dependent_false<B>,
@@ -45,6 +53,11 @@ class Tensor<Cpu<T>> {
   long cols() const { return m_.cols(); }
   long size() const { return m_.size(); }
   bool empty() const { return m_.size() == 0; }
+  /// Reinterprets the row-major buffer as rows x cols (same element count; no copy).
+  void reshape(long rows, long cols) {
+    detail::check_reshape(this->rows(), this->cols(), rows, cols);
+    m_.resize(rows, cols);  // same size: Eigen keeps the buffer and only changes the dimensions
+  }
   T* data() { return m_.data(); }
   const T* data() const { return m_.data(); }
   /// Direct Eigen access; exists on Cpu only (backend code and tests use it, layers must not).
@@ -81,6 +94,20 @@ template <class B>
 HostMatrix<typename B::scalar> to_host(const Tensor<B>& t) {
   return t.eigen();
 }
+
+/// Copy of t viewed as rows x cols.
+template <class B>
+Tensor<B> reshaped(Tensor<B> t, long rows, long cols) {
+  t.reshape(rows, cols);
+  return t;
+}
+
+/// A (possibly batched) strided matrix inside a tensor's buffer, for gemm_batched: matrix (i, j) of the
+/// batch starts at offset + i * outer + j * inner and holds rows x cols elements with row pitch ld.
+/// Attention reads heads straight out of packed [q | k | v] rows this way, without copies.
+struct MatView {
+  long offset = 0, rows = 0, cols = 0, ld = 0, outer = 0, inner = 0;
+};
 
 /// Shape check with a message naming the tensor, expected and actual shape.
 template <class B>
@@ -123,6 +150,31 @@ inline Strides broadcast_strides(const char* where, long in_rows, long in_cols, 
   if ((in_rows != rows && in_rows != 1) || (in_cols != cols && in_cols != 1))
     throw shape_error(cat(where, ": cannot broadcast a ", in_rows, "x", in_cols, " tensor to ", rows, "x", cols));
   return {in_rows == 1 ? 0 : in_cols, in_cols == 1 ? 0 : 1};
+}
+
+/// Throws unless every element a batched view touches lies inside a buffer of `size` elements.
+inline void check_view(const char* where, const char* name, const MatView& v, long n_outer, long n_inner,
+                       long size) {
+  if (v.rows <= 0 || v.cols <= 0 || n_outer <= 0 || n_inner <= 0) return;
+  const long last = v.offset + (n_outer - 1) * v.outer + (n_inner - 1) * v.inner + (v.rows - 1) * v.ld + v.cols;
+  if (v.offset < 0 || v.ld < v.cols || v.outer < 0 || v.inner < 0 || last > size)
+    throw shape_error(cat(where, ": view of ", name, " (offset ", v.offset, ", ", v.rows, "x", v.cols, ", ld ", v.ld,
+                          ", batch ", n_outer, "x", n_inner, " with strides ", v.outer, ", ", v.inner,
+                          ") reaches element ", last, " of a tensor with ", size, " elements"));
+}
+/// Shapes of a batched C = op(A) op(B): inner and outer dimensions must agree.
+inline void check_batched_gemm(const MatView& a, bool ta, const MatView& b, bool tb, const MatView& c) {
+  const long m = ta ? a.cols : a.rows, k = ta ? a.rows : a.cols;
+  const long kb = tb ? b.cols : b.rows, n = tb ? b.rows : b.cols;
+  if (k != kb || c.rows != m || c.cols != n)
+    throw shape_error(cat("gemm_batched: op(A) is ", m, "x", k, ", op(B) is ", kb, "x", n, ", C is ", c.rows, "x",
+                          c.cols));
+}
+
+/// Throws unless `rows` splits into groups of `group` rows, one per row of a `vrows`-row tensor.
+inline void check_groups(const char* where, long rows, long vrows, long group) {
+  if (group <= 0 || rows != vrows * group)
+    throw shape_error(cat(where, ": ", rows, " rows do not form ", vrows, " groups of ", group));
 }
 
 /// Throws unless columns [c0, c0 + n) lie within cols (slice_cols on every backend).

@@ -146,6 +146,103 @@ Tensor<Cpu<T>> gather_cols(const Tensor<Cpu<T>>& x, const Indices<Cpu<T>>& idx) 
   return y;
 }
 
+/// Batched strided GEMM: for every (i, j) < (n_outer, n_inner), C_ij = alpha op(A_ij) op(B_ij) + beta C_ij with
+/// each matrix a MatView into its tensor (attention's per-sample, per-head products). Views are bounds-checked.
+template <class T>
+void gemm_batched(const Tensor<Cpu<T>>& a, const MatView& va, bool trans_a, const Tensor<Cpu<T>>& b, const MatView& vb,
+                  bool trans_b, Tensor<Cpu<T>>& c, const MatView& vc, long n_outer, long n_inner, T alpha = T(1),
+                  T beta = T(0)) {
+  detail::check_batched_gemm(va, trans_a, vb, trans_b, vc);
+  detail::check_view("gemm_batched", "A", va, n_outer, n_inner, a.size());
+  detail::check_view("gemm_batched", "B", vb, n_outer, n_inner, b.size());
+  detail::check_view("gemm_batched", "C", vc, n_outer, n_inner, c.size());
+  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using CMap = Eigen::Map<const Mat, 0, Eigen::OuterStride<>>;
+  using MMap = Eigen::Map<Mat, 0, Eigen::OuterStride<>>;
+  for (long i = 0; i < n_outer; ++i)
+    for (long j = 0; j < n_inner; ++j) {
+      CMap A(a.data() + va.offset + i * va.outer + j * va.inner, va.rows, va.cols, Eigen::OuterStride<>(va.ld));
+      CMap Bm(b.data() + vb.offset + i * vb.outer + j * vb.inner, vb.rows, vb.cols, Eigen::OuterStride<>(vb.ld));
+      MMap C(c.data() + vc.offset + i * vc.outer + j * vc.inner, vc.rows, vc.cols, Eigen::OuterStride<>(vc.ld));
+      if (beta == T(0)) C.setZero();
+      else if (beta != T(1)) C *= beta;
+      if (!trans_a && !trans_b) C.noalias() += alpha * A * Bm;
+      else if (!trans_a && trans_b) C.noalias() += alpha * A * Bm.transpose();
+      else if (trans_a && !trans_b) C.noalias() += alpha * A.transpose() * Bm;
+      else C.noalias() += alpha * A.transpose() * Bm.transpose();
+    }
+}
+
+/// Row-wise softmax in place. causal: the tensor stacks square score matrices (cols x cols); row r is query
+/// r % cols and may only attend to columns <= r % cols (the others get probability 0).
+template <class T>
+void softmax_rows(Tensor<Cpu<T>>& s, bool causal) {
+  const long R = s.rows(), C = s.cols();
+  for (long r = 0; r < R; ++r) {
+    T* row = s.data() + r * C;
+    const long n = causal ? (r % C) + 1 : C;
+    T mx = row[0];
+    for (long j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+    T z = 0;
+    for (long j = 0; j < n; ++j) z += (row[j] = std::exp(row[j] - mx));
+    const T inv = T(1) / z;
+    for (long j = 0; j < n; ++j) row[j] *= inv;
+    for (long j = n; j < C; ++j) row[j] = T(0);
+  }
+}
+/// Softmax backward in place: dp <- p ∘ (dp − Σ_j p_j dp_j) per row (masked entries have p = 0, so stay 0).
+template <class T>
+void softmax_rows_backward(const Tensor<Cpu<T>>& p, Tensor<Cpu<T>>& dp) {
+  require_shape("softmax_rows_backward: dp", dp, p.rows(), p.cols());
+  const long R = p.rows(), C = p.cols();
+  for (long r = 0; r < R; ++r) {
+    const T* pr = p.data() + r * C;
+    T* g = dp.data() + r * C;
+    T dot = 0;
+    for (long j = 0; j < C; ++j) dot += pr[j] * g[j];
+    BIFLOW_IVDEP for (long j = 0; j < C; ++j) g[j] = pr[j] * (g[j] - dot);
+  }
+}
+
+/// x[r, :] += v[r / group, :]: adds one row per group of `group` consecutive rows (a per-sample embedding
+/// added to each of its tokens).
+template <class T>
+void add_repeat_rows(Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>& v, long group) {
+  detail::check_groups("add_repeat_rows", x.rows(), v.rows(), group);
+  require_cols("add_repeat_rows", v, x.cols());
+  const long C = x.cols();
+  for (long r = 0; r < x.rows(); ++r) {
+    T* xr = x.data() + r * C;
+    const T* vr = v.data() + (r / group) * C;
+    BIFLOW_IVDEP for (long c = 0; c < C; ++c) xr[c] += vr[c];
+  }
+}
+/// (rows / group) x cols: sums of each group of `group` consecutive rows (backward of add_repeat_rows).
+template <class T>
+Tensor<Cpu<T>> sum_row_groups(const Tensor<Cpu<T>>& x, long group) {
+  if (group <= 0 || x.rows() % group != 0)
+    throw shape_error(detail::cat("sum_row_groups: ", x.rows(), " rows do not split into groups of ", group));
+  Tensor<Cpu<T>> out(x.rows() / group, x.cols());
+  const long C = x.cols();
+  for (long r = 0; r < x.rows(); ++r) {
+    const T* xr = x.data() + r * C;
+    T* o = out.data() + (r / group) * C;
+    BIFLOW_IVDEP for (long c = 0; c < C; ++c) o[c] += xr[c];
+  }
+  return out;
+}
+
+/// 2-D block copy between buffers: rows x cols elements from src (start src_off, row pitch src_ld) to dst
+/// (start dst_off, row pitch dst_ld). Row slices, token writes into a KV cache, and concatenations use it.
+template <class T>
+void copy_block(const Tensor<Cpu<T>>& src, long src_off, long src_ld, Tensor<Cpu<T>>& dst, long dst_off, long dst_ld,
+                long rows, long cols) {
+  detail::check_view("copy_block", "source", {src_off, rows, cols, src_ld, 0, 0}, 1, 1, src.size());
+  detail::check_view("copy_block", "destination", {dst_off, rows, cols, dst_ld, 0, 0}, 1, 1, dst.size());
+  for (long r = 0; r < rows; ++r)
+    std::copy_n(src.data() + src_off + r * src_ld, cols, dst.data() + dst_off + r * dst_ld);
+}
+
 /// Row-wise layer normalisation: y = (x - mean) * rstd * gamma + beta; saves mean and rstd (rows x 1).
 template <class T>
 void layernorm_forward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>& gamma, const Tensor<Cpu<T>>& beta, T eps,

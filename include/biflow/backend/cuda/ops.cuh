@@ -82,6 +82,51 @@ __device__ T warp_sum(T v) {
   return v;
 }
 
+/// One warp per row; causal rows see columns <= r % C.
+template <class T>
+__global__ void softmax_kernel(T* s, long R, long C, bool causal) {
+  const long row = (blockIdx.x * long(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= R) return;
+  T* x = s + row * C;
+  const long n = causal ? (row % C) + 1 : C;
+  T mx = -INFINITY;
+  for (long c = lane; c < n; c += 32) mx = fmax(mx, x[c]);
+  for (int o = 16; o > 0; o /= 2) mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  T z = 0;
+  for (long c = lane; c < n; c += 32) z += exp(x[c] - mx);
+  z = warp_sum(z);
+  for (long c = lane; c < C; c += 32) x[c] = c < n ? exp(x[c] - mx) / z : T(0);
+}
+template <class T>
+__global__ void softmax_bwd_kernel(const T* p, T* g, long R, long C) {
+  const long row = (blockIdx.x * long(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= R) return;
+  T dot = 0;
+  for (long c = lane; c < C; c += 32) dot += p[row * C + c] * g[row * C + c];
+  dot = warp_sum(dot);
+  for (long c = lane; c < C; c += 32) g[row * C + c] = p[row * C + c] * (g[row * C + c] - dot);
+}
+template <class T>
+__global__ void add_repeat_rows_kernel(T* x, const T* v, long R, long C, long group) {
+  const long n = R * C;
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x) {
+    const long r = i / C, c = i - r * C;
+    x[i] += v[(r / group) * C + c];
+  }
+}
+template <class T>
+__global__ void sum_row_groups_kernel(const T* x, T* out, long G, long C, long group) {
+  const long n = G * C;
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x) {
+    const long g = i / C, c = i - g * C;
+    T s = 0;
+    for (long r = 0; r < group; ++r) s += x[(g * group + r) * C + c];
+    out[i] = s;
+  }
+}
+
 template <class T>
 __global__ void layernorm_fwd_kernel(const T* x, const T* g, const T* b, T eps, T* y, T* mean, T* rstd, long R, long C) {
   const long row = (blockIdx.x * long(blockDim.x) + threadIdx.x) / 32;
@@ -263,6 +308,80 @@ Tensor<Cuda<T>> gather_cols(const Tensor<Cuda<T>>& x, const Indices<Cuda<T>>& id
       x.data(), idx.data(), y.data(), x.rows(), x.cols(), idx.size());
   cuda_detail::launched("gather_cols");
   return y;
+}
+
+/// Batched strided GEMM (see the Cpu twin): one cublasSgemmStridedBatched per index of the shorter batch
+/// dimension, batched over the longer one.
+template <class T>
+void gemm_batched(const Tensor<Cuda<T>>& a, const MatView& va, bool trans_a, const Tensor<Cuda<T>>& b, const MatView& vb,
+                  bool trans_b, Tensor<Cuda<T>>& c, const MatView& vc, long n_outer, long n_inner, T alpha = T(1),
+                  T beta = T(0)) {
+  detail::check_batched_gemm(va, trans_a, vb, trans_b, vc);
+  detail::check_view("gemm_batched", "A", va, n_outer, n_inner, a.size());
+  detail::check_view("gemm_batched", "B", vb, n_outer, n_inner, b.size());
+  detail::check_view("gemm_batched", "C", vc, n_outer, n_inner, c.size());
+  const long m = vc.rows, n = vc.cols, k = trans_a ? va.rows : va.cols;
+  if (m == 0 || n == 0 || n_outer <= 0 || n_inner <= 0) return;
+  const bool loop_outer = n_outer <= n_inner;
+  const long loops = loop_outer ? n_outer : n_inner, batch = loop_outer ? n_inner : n_outer;
+  const long sa = loop_outer ? va.inner : va.outer, sb = loop_outer ? vb.inner : vb.outer,
+             sc = loop_outer ? vc.inner : vc.outer;
+  for (long l = 0; l < loops; ++l) {
+    const long oa = va.offset + l * (loop_outer ? va.outer : va.inner);
+    const long ob = vb.offset + l * (loop_outer ? vb.outer : vb.inner);
+    const long oc = vc.offset + l * (loop_outer ? vc.outer : vc.inner);
+    gpu::check(cublasSgemmStridedBatched(gpu::context().blas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                         trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k), &alpha,
+                                         b.data() + ob, int(vb.ld), sb, a.data() + oa, int(va.ld), sa, &beta,
+                                         c.data() + oc, int(vc.ld), sc, int(batch)),
+               "cublasSgemmStridedBatched");
+  }
+}
+
+template <class T>
+void softmax_rows(Tensor<Cuda<T>>& s, bool causal) {
+  if (s.size() == 0) return;
+  cuda_detail::softmax_kernel<<<cuda_detail::blocks_for(s.rows() * 32), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
+      s.data(), s.rows(), s.cols(), causal);
+  cuda_detail::launched("softmax_rows");
+}
+template <class T>
+void softmax_rows_backward(const Tensor<Cuda<T>>& p, Tensor<Cuda<T>>& dp) {
+  require_shape("softmax_rows_backward: dp", dp, p.rows(), p.cols());
+  if (p.size() == 0) return;
+  cuda_detail::softmax_bwd_kernel<<<cuda_detail::blocks_for(p.rows() * 32), cuda_detail::kThreads, 0,
+                                    cuda_detail::stream()>>>(p.data(), dp.data(), p.rows(), p.cols());
+  cuda_detail::launched("softmax_rows_backward");
+}
+template <class T>
+void add_repeat_rows(Tensor<Cuda<T>>& x, const Tensor<Cuda<T>>& v, long group) {
+  detail::check_groups("add_repeat_rows", x.rows(), v.rows(), group);
+  require_cols("add_repeat_rows", v, x.cols());
+  if (x.size() == 0) return;
+  cuda_detail::add_repeat_rows_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::kThreads, 0,
+                                        cuda_detail::stream()>>>(x.data(), v.data(), x.rows(), x.cols(), group);
+  cuda_detail::launched("add_repeat_rows");
+}
+template <class T>
+Tensor<Cuda<T>> sum_row_groups(const Tensor<Cuda<T>>& x, long group) {
+  if (group <= 0 || x.rows() % group != 0)
+    throw shape_error(detail::cat("sum_row_groups: ", x.rows(), " rows do not split into groups of ", group));
+  Tensor<Cuda<T>> out(x.rows() / group, x.cols(), uninit);
+  if (out.size() == 0) return out;
+  cuda_detail::sum_row_groups_kernel<<<cuda_detail::blocks_for(out.size()), cuda_detail::kThreads, 0,
+                                       cuda_detail::stream()>>>(x.data(), out.data(), out.rows(), x.cols(), group);
+  cuda_detail::launched("sum_row_groups");
+  return out;
+}
+template <class T>
+void copy_block(const Tensor<Cuda<T>>& src, long src_off, long src_ld, Tensor<Cuda<T>>& dst, long dst_off, long dst_ld,
+                long rows, long cols) {
+  detail::check_view("copy_block", "source", {src_off, rows, cols, src_ld, 0, 0}, 1, 1, src.size());
+  detail::check_view("copy_block", "destination", {dst_off, rows, cols, dst_ld, 0, 0}, 1, 1, dst.size());
+  if (rows <= 0 || cols <= 0) return;
+  gpu::check(cudaMemcpy2DAsync(dst.data() + dst_off, dst_ld * sizeof(T), src.data() + src_off, src_ld * sizeof(T),
+                               cols * sizeof(T), rows, cudaMemcpyDeviceToDevice, cuda_detail::stream()),
+             "copy_block");
 }
 
 template <class T>

@@ -98,6 +98,12 @@ class Tensor<Cuda<T>> {
   long cols() const { return c_; }
   long size() const { return r_ * c_; }
   bool empty() const { return size() == 0; }
+  /// Reinterprets the row-major buffer as rows x cols (same element count; no copy).
+  void reshape(long rows, long cols) {
+    detail::check_reshape(r_, c_, rows, cols);
+    r_ = rows;
+    c_ = cols;
+  }
   T* data() { return d_; }
   const T* data() const { return d_; }
   std::size_t bytes() const { return std::size_t(size()) * sizeof(T); }

@@ -1,0 +1,112 @@
+#pragma once
+// TARFlow model: patchify, then B TarBlocks with alternating token order (block i reversed when i is odd),
+// assembled with the core's compile-time composition Sequential<Permutation, Repeat<dynamic, TarBlock>>.
+// data (C x H x W rows) -> noise (T·D token-major rows). Class-conditional when num_classes > 0 (context:
+// one-hot rows with a null label in the last column, see data::class_condition).
+#include <cstdint>
+#include <vector>
+
+#include "../flow/patchify.hpp"
+#include "../flow/score.hpp"
+#include "../flow/sequential.hpp"
+#include "../flow/tarflow_block.hpp"
+
+namespace biflow {
+
+struct TarFlowConfig {
+  ImageShape image{1, 8, 8, 2, PatchOrder::channel_major};
+  long width = 64;   ///< transformer width
+  long blocks = 4;   ///< B flow blocks
+  long layers = 2;   ///< transformer layers per block
+  long heads = 4;    ///< attention heads (head dim = width / heads)
+  double mlp_ratio = 4.0;
+  long num_classes = 0;      ///< 0 = unconditional
+  double alpha_clamp = 0.0;  ///< soft clamp c on α (STARFlow uses 4); <= 0: off
+  long cond_features() const { return num_classes > 0 ? num_classes + 1 : 0; }
+};
+
+template <Backend B>
+class TarFlow : public FlowLayerBase<TarFlow<B>, B> {
+ public:
+  static constexpr const char* layer_name = "TarFlow";
+  using Block = TarBlock<B>;
+  using Blocks = Repeat<dynamic, Block>;
+  using Flow = Sequential<Permutation<B>, Blocks>;
+  using Context = typename Flow::Context;
+
+  TarFlow() = default;
+  TarFlow(const TarFlowConfig& c, Rng& rng) : cfg_(c) {
+    c.image.validate();
+    if (c.blocks <= 0) throw usage_error(detail::cat("TarFlow: need at least one block, got ", c.blocks));
+    const typename Block::Config bc{c.image.tokens(), c.image.token_dim(), c.width, c.layers, c.heads,
+                                    c.cond_features(), c.mlp_ratio, c.alpha_clamp};
+    flow_ = Flow(make_patchify<B>(c.image), Blocks(std::size_t(c.blocks), [&](std::size_t i) {
+                   return Block(bc, i % 2 ? Block::reversed_order(bc.tokens) : Block::identity_order(bc.tokens), rng);
+                 }));
+  }
+
+  const TarFlowConfig& config() const { return cfg_; }
+  long features() const { return cfg_.image.features(); }
+  long cond_features() const { return cfg_.cond_features(); }
+  std::size_t blocks() const { return layer<1>(flow_).blocks(); }
+  Block& block(std::size_t i) { return layer<1>(flow_).block(i); }
+  const Block& block(std::size_t i) const { return layer<1>(flow_).block(i); }
+  const Permutation<B>& patchify() const { return layer<0>(flow_); }
+
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet) const {
+    return want_logdet ? flow_.forward(x, ctx, cond, logdet::analytic) : flow_.forward(x, ctx, cond, logdet::none);
+  }
+  /// states[0] = patchified x, states[i + 1] = output of block i (states.back() = z), plus the total log-det:
+  /// the trajectory a learned reverse model trains against.
+  Trajectory<B> forward_trajectory(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond = {}) const {
+    this->check_inputs("forward_trajectory", x, cond);
+    const Tensor<B> tokens = patchify().forward(x, std::get<0>(ctx), cond, logdet::none).y;
+    return layer<1>(flow_).forward_trajectory(tokens, std::get<1>(ctx), cond);
+  }
+  FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, bool want_logdet) const {
+    return sample(z, cond, Guidance<B>{}, want_logdet);
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
+    return flow_.backward(ctx, dy, dlogdet);
+  }
+
+  /// Exact inverse of noise z (rows x T·D): KV-cached decoding through the blocks in reverse, B·(T − 1)
+  /// sequential steps, optionally with classifier-free guidance; returns images (C x H x W rows).
+  FlowOut<B> sample(const Tensor<B>& z, const Tensor<B>& cond = {}, const Guidance<B>& g = {},
+                    bool want_logdet = true) const {
+    this->check_inputs("sample", z, cond);
+    FlowOut<B> acc{z, {}};
+    for (std::size_t i = blocks(); i-- > 0;) {
+      FlowOut<B> o = block(i).decode(acc.y, cond, g, want_logdet);
+      acc.y = std::move(o.y);
+      if (want_logdet) seq_detail::add_logdet(acc.logdet, o.logdet);
+    }
+    acc.y = patchify().inverse(acc.y, {}, logdet::none).y;
+    return acc;
+  }
+  /// The same without KV cache (O(T²) transformer passes per block): the reference sample() is tested against.
+  FlowOut<B> sample_uncached(const Tensor<B>& z, const Tensor<B>& cond = {}, const Guidance<B>& g = {}) const {
+    this->check_inputs("sample_uncached", z, cond);
+    FlowOut<B> acc{z, {}};
+    for (std::size_t i = blocks(); i-- > 0;) {
+      FlowOut<B> o = block(i).decode_uncached(acc.y, cond, g);
+      acc.y = std::move(o.y);
+      seq_detail::add_logdet(acc.logdet, o.logdet);
+    }
+    acc.y = patchify().inverse(acc.y, {}, logdet::none).y;
+    return acc;
+  }
+
+  /// Parameters named "blocks.{i}.proj_in.weight", "blocks.{i}.layers.{k}.attn.qkv.weight", … (the
+  /// patchify permutation has none).
+  template <class V>
+  void visit_parameters(V&& v, const std::string& prefix) {
+    for (std::size_t i = 0; i < blocks(); ++i) block(i).visit_parameters(v, join_name(prefix, "blocks." + std::to_string(i)));
+  }
+
+ private:
+  TarFlowConfig cfg_;
+  Flow flow_;
+};
+
+}  // namespace biflow
