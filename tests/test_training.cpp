@@ -61,6 +61,19 @@ TEST_CASE("EMA tracks decay·shadow + (1-decay)·param and swap exchanges both w
   CHECK(to_host(lin.weight.value)(0, 0) == doctest::Approx(3.0));
 }
 
+TEST_CASE("EMA warm-up uses decay min(d, (1+t)/(10+t)) so early weights fade in short runs") {
+  Rng rng(3);
+  Linear<D> lin(1, 1, rng, false);
+  fill(lin.weight.value, 1.0);
+  Ema<D> ema(0.999, true);
+  ema.update(lin);  // t = 0: copy
+  fill(lin.weight.value, 3.0);
+  ema.update(lin);  // t = 1: d = 2/11
+  ema.swap(lin);
+  CHECK(to_host(lin.weight.value)(0, 0) == doctest::Approx(2.0 / 11.0 + 3.0 * 9.0 / 11.0));
+  CHECK(ema.updates() == 2);
+}
+
 namespace {
 using Nvp = Repeat<dynamic, AffineCoupling<F>>;
 Nvp small_flow(std::uint64_t seed) {

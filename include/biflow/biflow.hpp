@@ -31,6 +31,7 @@
 #include "flow/tarflow_block.hpp"
 #include "models/tarflow.hpp"
 #include "data/csv.hpp"
+#include "data/images.hpp"
 #include "data/labels.hpp"
 #include "data/standardize.hpp"
 #include "data/toy.hpp"

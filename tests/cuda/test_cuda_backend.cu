@@ -191,6 +191,100 @@ TEST_CASE("cuda flow layers match Cpu: coupling, MAF, permutations, LU linear, A
   }, 17, 6, 2);
 }
 
+TEST_CASE("cuda attention primitives match Cpu: batched GEMM, causal softmax, grouped rows, block copies") {
+  const Tensor<C> ac = randn<C>(2 * 3 * 4, 6, 1), bc = randn<C>(2 * 3 * 5, 7, 2);
+  const Tensor<G> ag = randn<G>(2 * 3 * 4, 6, 1), bg = randn<G>(2 * 3 * 5, 7, 2);
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb)
+      for (long outer : {1L, 2L}) {  // both loop orders of the Cuda implementation
+        const MatView va = ta ? MatView{1, 4, 3, 6, 3 * 4 * 6, 4 * 6} : MatView{1, 3, 4, 6, 3 * 4 * 6, 4 * 6};
+        const MatView vb = tb ? MatView{2, 5, 4, 7, 3 * 5 * 7, 5 * 7} : MatView{2, 4, 5, 7, 3 * 5 * 7, 5 * 7};
+        const MatView vc{0, 3, 5, 5, 3 * 3 * 5, 3 * 5};
+        Tensor<C> cc = randn<C>(18, 5, 3);
+        Tensor<G> cg = randn<G>(18, 5, 3);
+        gemm_batched(ac, va, bool(ta), bc, vb, bool(tb), cc, vc, outer, 3, 0.5f, 2.0f);
+        gemm_batched(ag, va, bool(ta), bg, vb, bool(tb), cg, vc, outer, 3, 0.5f, 2.0f);
+        CHECK(max_rel(to_host(cc), to_host(cg)) < kTol);
+      }
+  for (bool causal : {true, false}) {
+    Tensor<C> sc = randn<C>(12, 4, 4);
+    Tensor<G> sg = randn<G>(12, 4, 4);
+    softmax_rows(sc, causal);
+    softmax_rows(sg, causal);
+    CHECK(max_rel(to_host(sc), to_host(sg)) < 1e-5);
+    Tensor<C> dc = randn<C>(12, 4, 5);
+    Tensor<G> dg = randn<G>(12, 4, 5);
+    softmax_rows_backward(sc, dc);
+    softmax_rows_backward(sg, dg);
+    CHECK(max_rel(to_host(dc), to_host(dg)) < 1e-5);
+  }
+  Tensor<C> xc = randn<C>(6, 5, 6);
+  Tensor<G> xg = randn<G>(6, 5, 6);
+  add_repeat_rows(xc, randn<C>(2, 5, 7), 3);
+  add_repeat_rows(xg, randn<G>(2, 5, 7), 3);
+  CHECK(max_rel(to_host(xc), to_host(xg)) < 1e-6);
+  CHECK(max_rel(to_host(sum_row_groups(xc, 3)), to_host(sum_row_groups(xg, 3))) < 1e-6);
+  Tensor<C> yc(4, 4);
+  Tensor<G> yg(4, 4);
+  copy_block(xc, 1, 5, yc, 4, 4, 3, 2);
+  copy_block(xg, 1, 5, yg, 4, 4, 3, 2);
+  CHECK(max_rel(to_host(yc), to_host(yg)) == 0.0);
+  CHECK(max_rel(to_host(concat_rows(xc, randn<C>(1, 5, 8))),
+                to_host(concat_rows(xg, randn<G>(1, 5, 8)))) == 0.0);
+  CHECK_THROWS_AS(copy_block(xg, 0, 5, yg, 0, 4, 5, 4), shape_error);
+}
+
+TEST_CASE("cuda transformer modules match Cpu: attention, transformer layer, embedding, KV-cached steps") {
+  compare_module([]<class B>() { Rng r(1); return Attention<B>(8, 2, 3, true, r); }, 9, 8);
+  compare_module([]<class B>() { Rng r(2); return Attention<B>(8, 4, 3, false, r); }, 9, 8);
+  compare_module([]<class B>() { Rng r(3); TransformerLayer<B> l(8, 2, 3, true, r); randomize(l, 4); return l; }, 9, 8);
+  compare_module([]<class B>() { Rng r(5); return Embedding<B>(4, 8, r); }, 9, 4);
+  Rng r1(6), r2(6);
+  TransformerLayer<C> lc(8, 2, 4, true, r1);
+  TransformerLayer<G> lg(8, 2, 4, true, r2);
+  KVCache<C> kc;
+  KVCache<G> kg;
+  for (int t = 0; t < 4; ++t)
+    CHECK(max_rel(to_host(lc.step(randn<C>(3, 8, 10 + t), kc)), to_host(lg.step(randn<G>(3, 8, 10 + t), kg))) < kTol);
+}
+
+TEST_CASE("cuda TarBlock and TarFlow match Cpu: forward, backward, cached decoding, guidance") {
+  compare_flow_layer([]<class B>() {
+    Rng r(1);
+    return TarBlock<B>({4, 2, 8, 2, 2, 3, 2.0, 2.0}, TarBlock<B>::reversed_order(4), r);
+  }, 5, 8, 3);
+  auto make = []<class B>() {
+    Rng r(2);
+    TarFlowConfig cfg;
+    cfg.image = {1, 4, 4, 2, PatchOrder::channel_major};
+    cfg.width = 16;
+    cfg.blocks = 2;
+    cfg.layers = 1;
+    cfg.heads = 2;
+    cfg.num_classes = 3;
+    cfg.alpha_clamp = 2.0;
+    TarFlow<B> m(cfg, r);
+    Rng q(3);
+    m.visit_parameters([&](const std::string&, auto& p) { fill_normal(p.value, q, 0.0f, 0.1f); }, "");
+    return m;
+  };
+  auto mc = make.template operator()<C>();
+  auto mg = make.template operator()<G>();
+  const HostMatrix<float> cond = data::one_hot<float>({0, 1, 2, 3, 3}, 4);
+  const auto zc = randn<C>(5, 16, 4);
+  const auto zg = randn<G>(5, 16, 4);
+  for (double w : {0.0, 2.0}) {
+    const Guidance<C> gc{w, true, {}};
+    const Guidance<G> gg{w, true, {}};
+    CHECK(max_rel(to_host(mc.sample(zc, from_host<C>(cond), gc).y), to_host(mg.sample(zg, from_host<G>(cond), gg).y)) <
+          1e-3);
+  }
+  const auto xg = mg.sample(zg, from_host<G>(cond)).y;
+  CHECK(max_rel(to_host(mg.sample_uncached(zg, from_host<G>(cond)).y), to_host(xg)) < 1e-4);
+  CHECK(max_rel(to_host(denoise(mc, mc.sample(zc, from_host<C>(cond)).y, 0.1, from_host<C>(cond))),
+                to_host(denoise(mg, xg, 0.1, from_host<G>(cond)))) < 1e-3);
+}
+
 TEST_CASE("cuda training steps (NLL, clipping, AdamW, EMA) track the Cpu ones") {
   auto make = []<class B>() {
     Rng r(11);

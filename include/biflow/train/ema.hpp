@@ -1,5 +1,6 @@
 #pragma once
 // Exponential moving average of parameters; evaluate with the average by swapping it in and out.
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -10,17 +11,22 @@ namespace biflow {
 template <Backend B>
 class Ema {
  public:
-  explicit Ema(double decay = 0.999) : decay_(decay) {}
-  /// shadow = decay·shadow + (1-decay)·param (shadow starts as a copy at the first call).
+  /// warmup: use decay_t = min(decay, (1 + t) / (10 + t)) at the t-th update, so a short run's average is not
+  /// dominated by the initial weights (0.999^1500 ≈ 0.22 of them would remain after 1500 steps otherwise).
+  explicit Ema(double decay = 0.999, bool warmup = false) : decay_(decay), warmup_(warmup) {}
+  /// shadow = d·shadow + (1-d)·param with d = decay (or the warm-up value); the shadow starts as a copy at the
+  /// first call.
   template <HasParameters M>
   void update(M& model) {
     std::size_t i = 0;
     const bool first = shadow_.empty();
+    const double t = double(updates_), d = warmup_ ? std::min(decay_, (1 + t) / (10 + t)) : decay_;
     model.visit_parameters([&](const std::string&, Parameter<B>& p) {
       if (first) shadow_.push_back(p.value);
-      else map(shadow_.at(i), fn::Axpby{decay_, 1 - decay_}, shadow_.at(i), p.value);
+      else map(shadow_.at(i), fn::Axpby{d, 1 - d}, shadow_.at(i), p.value);
       ++i;
     }, "");
+    ++updates_;
     if (i != shadow_.size())
       throw usage_error(detail::cat("Ema.update: model has ", i, " parameters, the average has ", shadow_.size()));
   }
@@ -31,11 +37,14 @@ class Ema {
     model.visit_parameters([&](const std::string&, Parameter<B>& p) { std::swap(p.value, shadow_.at(i++)); }, "");
   }
   double decay() const { return decay_; }
+  long updates() const { return updates_; }
   bool empty() const { return shadow_.empty(); }
   std::vector<Tensor<B>>& shadow() { return shadow_; }
 
  private:
   double decay_;
+  bool warmup_ = false;
+  long updates_ = 0;
   std::vector<Tensor<B>> shadow_;
 };
 

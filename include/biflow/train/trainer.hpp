@@ -22,6 +22,7 @@ struct TrainOptions {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   double clip = 1.0;        ///< max global gradient norm; <= 0 disables clipping
   double ema_decay = 0.0;   ///< 0 disables EMA
+  bool ema_warmup = true;   ///< EMA decay min(ema_decay, (1+t)/(10+t)) at update t (see Ema)
   long max_bad_steps = 50;  ///< consecutive skipped steps before numeric_error is thrown
   bool verbose = true;      ///< say so on stderr when a step is skipped
 };
@@ -36,7 +37,7 @@ class MleTrainer {
  public:
   using B = typename F::backend;
   MleTrainer(F& flow, TrainOptions o)
-      : flow_(flow), o_(o), opt_({o.beta1, o.beta2, o.eps, o.weight_decay}), ema_(o.ema_decay),
+      : flow_(flow), o_(o), opt_({o.beta1, o.beta2, o.eps, o.weight_decay}), ema_(o.ema_decay, o.ema_warmup),
         sched_{o.lr, o.warmup, o.total_steps, o.min_lr_fraction} {}
 
   /// One optimisation step on batch x (and context cond for conditional flows).

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "../../core/fast_math.hpp"
 #include "../../core/rng.hpp"
 #include "../tensor.hpp"
 
@@ -184,7 +185,11 @@ void softmax_rows(Tensor<Cpu<T>>& s, bool causal) {
     T mx = row[0];
     for (long j = 1; j < n; ++j) mx = std::max(mx, row[j]);
     T z = 0;
-    for (long j = 0; j < n; ++j) z += (row[j] = std::exp(row[j] - mx));
+    for (long j = 0; j < n; ++j) {
+      if constexpr (std::is_same_v<T, float>) row[j] = fastmath::exp(row[j] - mx);  // vectorisable
+      else row[j] = std::exp(row[j] - mx);
+    }
+    for (long j = 0; j < n; ++j) z += row[j];
     const T inv = T(1) / z;
     for (long j = 0; j < n; ++j) row[j] *= inv;
     for (long j = n; j < C; ++j) row[j] = T(0);

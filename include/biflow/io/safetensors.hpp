@@ -1,0 +1,372 @@
+#pragma once
+// safetensors (https://huggingface.co/docs/safetensors): the weight format PyTorch users exchange.
+//   8-byte little-endian header length N | N bytes of JSON {name: {dtype, shape, data_offsets}, "__metadata__":
+//   {string: string}} | raw little-endian tensor data.
+// biflow writes F32 with PyTorch-style names (a 1 x n parameter is written with shape [n], as torch biases are)
+// and reads F32/F64/F16/BF16, converting. The reader is strict: header size, JSON syntax, dtypes, offsets in
+// range and non-overlapping, shapes against the model, and missing/unexpected names are all reported as
+// io_error naming the problem; a bad file never crashes and never half-loads a model.
+#include <algorithm>
+#include <cctype>
+#include <bit>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../core/parameter.hpp"
+
+namespace biflow::io {
+
+namespace st_detail {
+struct Entry {
+  std::string dtype;
+  std::vector<long> shape;
+  std::uint64_t begin = 0, end = 0;
+};
+struct Header {
+  std::map<std::string, Entry> tensors;
+  std::map<std::string, std::string> metadata;
+};
+
+/// Minimal strict JSON reader for the safetensors header (objects, strings, integer arrays).
+class Parser {
+ public:
+  Parser(const std::string& s, const std::string& file) : s_(s), file_(file) {}
+  Header parse() {
+    Header h;
+    expect('{');
+    if (peek() != '}') {
+      do {
+        const std::string key = string();
+        expect(':');
+        if (key == "__metadata__") {
+          expect('{');
+          if (peek() != '}') {
+            do {
+              const std::string k = string();
+              expect(':');
+              h.metadata[k] = string();
+            } while (accept(','));
+          }
+          expect('}');
+        } else {
+          if (h.tensors.count(key)) fail("tensor '" + key + "' appears twice");
+          h.tensors[key] = entry(key);
+        }
+      } while (accept(','));
+    }
+    expect('}');
+    ws();
+    if (i_ != s_.size()) fail("trailing characters after the header object");
+    return h;
+  }
+
+ private:
+  Entry entry(const std::string& name) {
+    Entry e;
+    bool has_dtype = false, has_shape = false, has_off = false;
+    expect('{');
+    do {
+      const std::string k = string();
+      expect(':');
+      if (k == "dtype") e.dtype = string(), has_dtype = true;
+      else if (k == "shape") {
+        for (auto v : ints()) e.shape.push_back(long(v));
+        has_shape = true;
+      } else if (k == "data_offsets") {
+        const auto o = ints();
+        if (o.size() != 2) fail("tensor '" + name + "': data_offsets must hold 2 numbers");
+        e.begin = o[0], e.end = o[1], has_off = true;
+      } else fail("tensor '" + name + "': unknown field '" + k + "'");
+    } while (accept(','));
+    expect('}');
+    if (!has_dtype || !has_shape || !has_off) fail("tensor '" + name + "': needs dtype, shape and data_offsets");
+    return e;
+  }
+  std::vector<std::uint64_t> ints() {
+    std::vector<std::uint64_t> v;
+    expect('[');
+    if (peek() != ']') {
+      do {
+        ws();
+        if (i_ >= s_.size() || s_[i_] < '0' || s_[i_] > '9') fail("expected a non-negative integer");
+        std::uint64_t x = 0;
+        while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') {
+          if (x > (UINT64_MAX - 9) / 10) fail("integer too large");
+          x = x * 10 + std::uint64_t(s_[i_++] - '0');
+        }
+        v.push_back(x);
+      } while (accept(','));
+    }
+    expect(']');
+    return v;
+  }
+  std::string string() {
+    expect('"');
+    std::string out;
+    while (true) {
+      if (i_ >= s_.size()) fail("unterminated string");
+      const char c = s_[i_++];
+      if (c == '"') break;
+      if (c != '\\') {
+        out += c;
+        continue;
+      }
+      if (i_ >= s_.size()) fail("unterminated escape");
+      const char e = s_[i_++];
+      switch (e) {
+        case '"': case '\\': case '/': out += e; break;
+        case 'n': out += '\n'; break;
+        case 't': out += '\t'; break;
+        case 'r': out += '\r'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'u': {
+          if (i_ + 4 > s_.size()) fail("truncated \\u escape");
+          for (std::size_t k = i_; k < i_ + 4; ++k)
+            if (!std::isxdigit(static_cast<unsigned char>(s_[k]))) fail("bad \\u escape");
+          const unsigned cp = unsigned(std::stoul(s_.substr(i_, 4), nullptr, 16));
+          i_ += 4;
+          if (cp < 0x80) out += char(cp);
+          else if (cp < 0x800) out += char(0xC0 | (cp >> 6)), out += char(0x80 | (cp & 0x3F));
+          else out += char(0xE0 | (cp >> 12)), out += char(0x80 | ((cp >> 6) & 0x3F)), out += char(0x80 | (cp & 0x3F));
+          break;
+        }
+        default: fail(std::string("bad escape \\") + e);
+      }
+    }
+    return out;
+  }
+  void ws() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\r' || s_[i_] == '\t')) ++i_;
+  }
+  char peek() {
+    ws();
+    return i_ < s_.size() ? s_[i_] : '\0';
+  }
+  bool accept(char c) {
+    if (peek() != c) return false;
+    ++i_;
+    return true;
+  }
+  void expect(char c) {
+    if (!accept(c)) fail(std::string("expected '") + c + "'");
+  }
+  [[noreturn]] void fail(const std::string& what) const {
+    throw io_error(detail::cat("safetensors '", file_, "': bad header at byte ", i_, ": ", what));
+  }
+  const std::string& s_;
+  const std::string& file_;
+  std::size_t i_ = 0;
+};
+
+inline std::size_t dtype_size(const std::string& d) {
+  if (d == "F32") return 4;
+  if (d == "F64") return 8;
+  if (d == "F16" || d == "BF16") return 2;
+  return 0;
+}
+inline float half_to_float(std::uint16_t h) {
+  const std::uint32_t s = (h & 0x8000u) << 16, e = (h >> 10) & 0x1F, m = h & 0x3FF;
+  std::uint32_t bits;
+  if (e == 0) {
+    if (m == 0) bits = s;
+    else {  // subnormal: renormalise
+      int k = -1;
+      std::uint32_t mm = m;
+      do { ++k, mm <<= 1; } while (!(mm & 0x400));
+      bits = s | (std::uint32_t(127 - 15 - k) << 23) | ((mm & 0x3FF) << 13);
+    }
+  } else if (e == 31) bits = s | 0x7F800000u | (m << 13);
+  else bits = s | ((e + 127 - 15) << 23) | (m << 13);
+  return std::bit_cast<float>(bits);
+}
+inline std::string escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '"' || c == '\\') o += '\\', o += c;
+    else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", unsigned(c));
+      o += buf;
+    } else o += c;
+  }
+  return o;
+}
+}  // namespace st_detail
+
+/// Reads and validates a safetensors file: header plus raw data.
+struct SafeTensorsFile {
+  st_detail::Header header;
+  std::vector<char> data;
+  std::string path;
+  /// Values of tensor `name` as float, converted from its dtype.
+  std::vector<float> values(const std::string& name) const {
+    const auto& e = header.tensors.at(name);
+    const std::size_t n = (e.end - e.begin) / st_detail::dtype_size(e.dtype);
+    std::vector<float> v(n);
+    const char* p = data.data() + e.begin;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (e.dtype == "F32") {
+        float f;
+        std::memcpy(&f, p + 4 * i, 4);
+        v[i] = f;
+      } else if (e.dtype == "F64") {
+        double d;
+        std::memcpy(&d, p + 8 * i, 8);
+        v[i] = float(d);
+      } else {
+        std::uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        v[i] = e.dtype == "BF16" ? std::bit_cast<float>(std::uint32_t(h) << 16) : st_detail::half_to_float(h);
+      }
+    }
+    return v;
+  }
+};
+
+inline SafeTensorsFile read_safetensors(const std::string& path, std::uint64_t max_header = 100u << 20) {
+  static_assert(std::endian::native == std::endian::little, "biflow's safetensors I/O assumes a little-endian host");
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw io_error(detail::cat("safetensors: cannot open '", path, "'"));
+  f.seekg(0, std::ios::end);
+  const std::uint64_t size = std::uint64_t(f.tellg());
+  f.seekg(0);
+  if (size < 8) throw io_error(detail::cat("safetensors '", path, "': file has ", size, " bytes, too short for a header"));
+  std::uint64_t n = 0;
+  f.read(reinterpret_cast<char*>(&n), 8);
+  if (n > max_header || n > size - 8)
+    throw io_error(detail::cat("safetensors '", path, "': header length ", n, " exceeds ",
+                               n > max_header ? "the limit of " : "the file's remaining ",
+                               n > max_header ? max_header : size - 8, " bytes"));
+  std::string js(n, '\0');
+  f.read(js.data(), std::streamsize(n));
+  SafeTensorsFile out{st_detail::Parser(js, path).parse(), std::vector<char>(size - 8 - n), path};
+  f.read(out.data.data(), std::streamsize(out.data.size()));
+  if (!f) throw io_error(detail::cat("safetensors '", path, "': read failed"));
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+  for (const auto& [name, e] : out.header.tensors) {
+    const std::size_t es = st_detail::dtype_size(e.dtype);
+    if (es == 0)
+      throw io_error(detail::cat("safetensors '", path, "': tensor '", name, "' has dtype ", e.dtype,
+                                 "; biflow reads F32, F64, F16 and BF16"));
+    std::uint64_t count = 1;
+    for (long d : e.shape) {
+      if (d < 0 || (d > 0 && count > UINT64_MAX / std::uint64_t(d)))
+        throw io_error(detail::cat("safetensors '", path, "': tensor '", name, "' has an invalid shape"));
+      count *= std::uint64_t(d);
+    }
+    if (e.end < e.begin || e.end > out.data.size() || (e.end - e.begin) / es != count || (e.end - e.begin) % es)
+      throw io_error(detail::cat("safetensors '", path, "': tensor '", name, "' data_offsets [", e.begin, ", ", e.end,
+                                 ") do not hold ", count, " ", e.dtype, " values inside the ", out.data.size(),
+                                 "-byte data section"));
+    ranges.push_back({e.begin, e.end});
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (std::size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].first < ranges[i - 1].second)
+      throw io_error(detail::cat("safetensors '", path, "': tensor data ranges overlap at byte ", ranges[i].first));
+  return out;
+}
+
+/// Writes every parameter of m (F32, visit order, PyTorch-style names) plus string metadata; atomically
+/// (a temporary file renamed over the target, so a crash never leaves a truncated file behind).
+template <class M>
+void save_safetensors(const std::string& path, M& m, const std::map<std::string, std::string>& metadata = {}) {
+  std::vector<std::pair<std::string, HostMatrix<float>>> ts;
+  m.visit_parameters([&](const std::string& name, auto& p) {
+    ts.emplace_back(name, to_host(p.value).template cast<float>());
+  }, "");
+  std::ostringstream h;
+  h << "{";
+  bool first = true;
+  if (!metadata.empty()) {
+    h << "\"__metadata__\":{";
+    for (const auto& [k, v] : metadata) {
+      h << (first ? "" : ",") << "\"" << st_detail::escape(k) << "\":\"" << st_detail::escape(v) << "\"";
+      first = false;
+    }
+    h << "}";
+  }
+  std::uint64_t off = 0;
+  for (const auto& [name, t] : ts) {
+    h << (metadata.empty() && &name == &ts.front().first ? "" : ",") << "\"" << st_detail::escape(name)
+      << "\":{\"dtype\":\"F32\",\"shape\":[";
+    if (t.rows() == 1) h << t.cols();
+    else h << t.rows() << "," << t.cols();
+    const std::uint64_t bytes = std::uint64_t(t.size()) * 4;
+    h << "],\"data_offsets\":[" << off << "," << off + bytes << "]}";
+    off += bytes;
+  }
+  h << "}";
+  std::string js = h.str();
+  while ((js.size() + 8) % 8) js += ' ';
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw io_error(detail::cat("safetensors: cannot write '", tmp, "'"));
+    const std::uint64_t n = js.size();
+    f.write(reinterpret_cast<const char*>(&n), 8);
+    f.write(js.data(), std::streamsize(js.size()));
+    for (const auto& [name, t] : ts) f.write(reinterpret_cast<const char*>(t.data()), std::streamsize(t.size() * 4));
+    f.flush();
+    if (!f) throw io_error(detail::cat("safetensors: writing '", tmp, "' failed (disk full?)"));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0)
+    throw io_error(detail::cat("safetensors: cannot rename '", tmp, "' to '", path, "'"));
+}
+
+/// Loads every parameter of m by name. Shapes must agree up to leading/trailing 1s ([n] fits a 1 x n
+/// parameter). Missing or unexpected tensors are an error listing their names; nothing is changed unless the
+/// whole file matches.
+template <class M>
+std::map<std::string, std::string> load_safetensors(const std::string& path, M& m) {
+  const SafeTensorsFile f = read_safetensors(path);
+  std::vector<std::string> missing, bad;
+  std::map<std::string, bool> used;
+  for (const auto& [name, e] : f.header.tensors) used[name] = false;
+  auto squeeze = [](std::vector<long> s) {
+    s.erase(std::remove(s.begin(), s.end(), 1L), s.end());
+    return s;
+  };
+  m.visit_parameters([&](const std::string& name, auto& p) {
+    const auto it = f.header.tensors.find(name);
+    if (it == f.header.tensors.end()) return missing.push_back(name);
+    used[name] = true;
+    if (squeeze(it->second.shape) != squeeze({p.value.rows(), p.value.cols()})) {
+      std::string s = "[";
+      for (std::size_t i = 0; i < it->second.shape.size(); ++i) s += (i ? "," : "") + std::to_string(it->second.shape[i]);
+      bad.push_back(detail::cat(name, " (file ", s, "], model ", p.value.rows(), "x", p.value.cols(), ")"));
+    }
+  }, "");
+  std::vector<std::string> unexpected;
+  for (const auto& [name, u] : used)
+    if (!u) unexpected.push_back(name);
+  auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (std::size_t i = 0; i < v.size() && i < 8; ++i) s += (i ? ", " : "") + v[i];
+    if (v.size() > 8) s += detail::cat(", ... (", v.size(), " in all)");
+    return s;
+  };
+  if (!missing.empty() || !bad.empty() || !unexpected.empty())
+    throw io_error(detail::cat("safetensors '", path, "' does not match the model:",
+                               missing.empty() ? "" : " missing: " + join(missing) + ";",
+                               bad.empty() ? "" : " wrong shape: " + join(bad) + ";",
+                               unexpected.empty() ? "" : " unexpected: " + join(unexpected) + ";"));
+  m.visit_parameters([&](const std::string& name, auto& p) {
+    using B = typename std::decay_t<decltype(p.value)>::backend;
+    using T = typename B::scalar;
+    const std::vector<float> v = f.values(name);
+    HostMatrix<T> h(p.value.rows(), p.value.cols());
+    for (long i = 0; i < h.size(); ++i) h.data()[i] = T(v[std::size_t(i)]);
+    p.value = from_host<B>(h);
+  }, "");
+  return f.header.metadata;
+}
+
+}  // namespace biflow::io

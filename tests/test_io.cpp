@@ -1,0 +1,119 @@
+// io/safetensors.hpp: round trip of a model, metadata, dtype conversion, and the strict loader's errors.
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "helpers.hpp"
+
+#include <biflow/io/safetensors.hpp>
+
+using namespace tests;
+
+namespace {
+std::string temp_file(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("biflow_test_" + name)).string();
+}
+void write_raw(const std::string& path, const std::string& header, const std::string& data) {
+  std::ofstream f(path, std::ios::binary);
+  const std::uint64_t n = header.size();
+  f.write(reinterpret_cast<const char*>(&n), 8);
+  f << header << data;
+}
+TarFlow<Cpu<float>> small_model(std::uint64_t seed) {
+  TarFlowConfig cfg;
+  cfg.image = {1, 4, 4, 2};
+  cfg.width = 8;
+  cfg.blocks = 2;
+  cfg.layers = 1;
+  cfg.heads = 2;
+  cfg.num_classes = 2;
+  Rng r(seed);
+  TarFlow<Cpu<float>> m(cfg, r);
+  randomize(m, seed + 1, 0.2);
+  return m;
+}
+}  // namespace
+
+TEST_CASE("safetensors round trip restores every parameter and the metadata") {
+  auto a = small_model(1), b = small_model(7);
+  const std::string path = temp_file("roundtrip.safetensors");
+  io::save_safetensors(path, a, {{"model", "TarFlow"}, {"note", "quote \" and backslash \\"}});
+  const auto meta = io::load_safetensors(path, b);
+  CHECK(meta.at("model") == "TarFlow");
+  CHECK(meta.at("note") == "quote \" and backslash \\");
+  std::vector<HostMatrix<float>> va, vb;
+  a.visit_parameters([&](const std::string&, auto& p) { va.push_back(to_host(p.value)); }, "");
+  b.visit_parameters([&](const std::string&, auto& p) { vb.push_back(to_host(p.value)); }, "");
+  REQUIRE(va.size() == vb.size());
+  for (std::size_t i = 0; i < va.size(); ++i) CHECK(va[i] == vb[i]);
+  // Biases are written 1-D, as torch stores them.
+  const auto f = io::read_safetensors(path);
+  CHECK(f.header.tensors.at("blocks.0.proj_in.bias").shape == std::vector<long>{8});
+  CHECK(f.header.tensors.at("blocks.1.layers.0.attn.qkv.weight").shape == std::vector<long>{24, 8});
+  std::remove(path.c_str());
+}
+
+TEST_CASE("safetensors reads F64, F16 and BF16 tensors, converting to float") {
+  const std::string path = temp_file("dtypes.safetensors");
+  std::string data;
+  const double d[2] = {1.5, -2.25};
+  data.append(reinterpret_cast<const char*>(d), 16);
+  const std::uint16_t h[2] = {0x3C00, 0xC000};   // f16 1.0, -2.0
+  data.append(reinterpret_cast<const char*>(h), 4);
+  const std::uint16_t bf[2] = {0x3F80, 0x4040};  // bf16 1.0, 3.0
+  data.append(reinterpret_cast<const char*>(bf), 4);
+  write_raw(path,
+            R"({"a":{"dtype":"F64","shape":[2],"data_offsets":[0,16]},"b":{"dtype":"F16","shape":[2],)"
+            R"("data_offsets":[16,20]},"c":{"dtype":"BF16","shape":[1,2],"data_offsets":[20,24]}})",
+            data);
+  const auto f = io::read_safetensors(path);
+  CHECK(f.values("a") == std::vector<float>{1.5f, -2.25f});
+  CHECK(f.values("b") == std::vector<float>{1.0f, -2.0f});
+  CHECK(f.values("c") == std::vector<float>{1.0f, 3.0f});
+  std::remove(path.c_str());
+}
+
+TEST_CASE("safetensors loader names the problem: truncation, bad JSON, offsets, overlap, dtype, keys, shapes") {
+  const std::string path = temp_file("bad.safetensors");
+  auto err = [&](const std::string& header, const std::string& data) {
+    write_raw(path, header, data);
+    return message<io_error>([&] { io::read_safetensors(path); });
+  };
+  CHECK(err(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})", std::string(8, '\0')).find("expected '}'") !=
+        std::string::npos);
+  CHECK(err(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::string(8, '\0')).find("do not hold 3") !=
+        std::string::npos);
+  CHECK(err(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", std::string(8, '\0'))
+            .find("inside the 8-byte data section") != std::string::npos);
+  CHECK(err(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],)"
+            R"("data_offsets":[4,8]}})",
+            std::string(8, '\0'))
+            .find("overlap") != std::string::npos);
+  CHECK(err(R"({"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}})", std::string(8, '\0')).find("dtype I64") !=
+        std::string::npos);
+  {
+    std::ofstream f(path, std::ios::binary);
+    const std::uint64_t n = 1u << 30;
+    f.write(reinterpret_cast<const char*>(&n), 8);
+  }
+  CHECK(message<io_error>([&] { io::read_safetensors(path); }).find("header length") != std::string::npos);
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << "abc";
+  }
+  CHECK(message<io_error>([&] { io::read_safetensors(path); }).find("too short") != std::string::npos);
+  // A file from another architecture: missing and unexpected names, wrong shapes — and the model is untouched.
+  auto m = small_model(3);
+  write_raw(path, R"({"blocks.0.proj_in.weight":{"dtype":"F32","shape":[3,3],"data_offsets":[0,36]},)"
+                  R"("extra":{"dtype":"F32","shape":[1],"data_offsets":[36,40]}})",
+            std::string(40, '\0'));
+  const HostMatrix<float> before = to_host(m.block(0).proj_in.weight.value);
+  const std::string msg = message<io_error>([&] { io::load_safetensors(path, m); });
+  CHECK(msg.find("missing: blocks.0.proj_in.bias") != std::string::npos);
+  CHECK(msg.find("wrong shape: blocks.0.proj_in.weight (file [3,3], model 8x4)") != std::string::npos);
+  CHECK(msg.find("unexpected: extra") != std::string::npos);
+  CHECK(to_host(m.block(0).proj_in.weight.value) == before);
+  CHECK(message<io_error>([&] { io::read_safetensors(temp_file("does_not_exist")); }).find("cannot open") !=
+        std::string::npos);
+  std::remove(path.c_str());
+}
