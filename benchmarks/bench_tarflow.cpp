@@ -1,6 +1,6 @@
 // Google Benchmark: TARFlow on Cpu<float>, one thread.
-//   BM_TarTrainStep/<batch>: a whole MleTrainer step of the digits model (4 blocks x 2 layers, width 64, T = 16
-//       tokens of 4): the figure compared with benchmarks/reference/tarflow_torch.py; counters: tokens/s, images/s
+//   BM_TarTrainStep/<batch>/<blocks>/<layers>: a whole MleTrainer step of a digits model (width 64, T = 16 tokens
+//       of 4): the figure compared with benchmarks/reference/tarflow_torch.py; counters: tokens/s, images/s
 //   BM_TarSample/<T>/<batch>: exact inverse (KV-cached decoding) of a 2-block x 2-layer, width-64 model on
 //       1 x (2·sqrt(T)) x (2·sqrt(T)) images, patch 2; counter images/s (and the uncached reference at T = 16)
 //   BM_TarDenoise/<batch>: score-based denoising (one forward + backward through the input) of the digits model
@@ -46,7 +46,7 @@ Tensor<F> randn(long n, long d, std::uint64_t seed) {
 void BM_TarTrainStep(benchmark::State& st) {
   const long n = st.range(0);
   cpu::keep_heap_pages();
-  TarFlow<F> m = digits_model();
+  TarFlow<F> m = digits_model(st.range(1), st.range(2));
   TrainOptions o;
   o.verbose = false;
   o.ema_decay = 0.999;
@@ -56,7 +56,11 @@ void BM_TarTrainStep(benchmark::State& st) {
   st.counters["tokens/s"] = benchmark::Counter(double(n * 16), benchmark::Counter::kIsIterationInvariantRate);
   st.counters["images/s"] = benchmark::Counter(double(n), benchmark::Counter::kIsIterationInvariantRate);
 }
-BENCHMARK(BM_TarTrainStep)->Arg(64)->Arg(128)->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_TarTrainStep)
+    ->ArgsProduct({{64, 128, 256}, {4}, {2}})
+    ->Args({128, 8, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 void BM_TarSample(benchmark::State& st) {
   const long T = st.range(0), n = st.range(1), side = 2 * long(std::lround(std::sqrt(double(T))));

@@ -5,7 +5,7 @@ quality comparisons on the same machine. Never a dependency of biflow: `pip inst
 Same architecture and training recipe: patch 2 (16 tokens of 4 pixels, channel-major), B blocks of K pre-norm
 causal transformer layers (width C, GELU MLP 4x), learned position and class embeddings (null label, dropout 0.1),
 zero-initialised output projection shifted by one token, alternating token order; AdamW (0.9, 0.95), wd 1e-4,
-cosine schedule with warm-up, gradient clipping 1.0, noise augmentation sigma.
+cosine schedule with warm-up, gradient clipping 1.0, EMA 0.999 with warm-up, noise augmentation sigma (0).
 
   python3 tarflow_torch.py --steps 60 --threads 1            # median step time
   python3 tarflow_torch.py --steps 4000 --eval               # + test bits/dim (takes a while)
@@ -93,7 +93,9 @@ def main():
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--noise", type=float, default=0.05)
+    p.add_argument("--noise", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--eval", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
@@ -102,7 +104,8 @@ def main():
     rows = np.loadtxt(os.path.join(ROOT, "data", "digits.csv"), delimiter=",", dtype=np.float32)
     pix, lab = torch.from_numpy(rows[:, :64]), torch.from_numpy(rows[:, 64]).long()
     model = TarFlow(a.width, a.blocks, a.layers)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=a.weight_decay)
+    ema = [q.detach().clone() for q in model.parameters()]
     warm = min(200, max(1, a.steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, 0.02 + 0.98 * 0.5 * (
         1 + math.cos(math.pi * min(1.0, max(0, s - warm) / max(1, a.steps - warm))))))
@@ -118,11 +121,18 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        with torch.no_grad():  # EMA with warm-up, as biflow's Ema(decay, warmup = true)
+            d = min(a.ema, (1 + s) / (10 + s)) if s > 0 else 0.0
+            for e, q in zip(ema, model.parameters()):
+                e.mul_(d).add_(q.detach(), alpha=1 - d)
         times.append(time.perf_counter() - t0)
     out = {"impl": "pytorch-eager", "torch": torch.__version__, "threads": a.threads, "batch": a.batch,
            "steps": a.steps, "params": sum(p.numel() for p in model.parameters()),
            "median_step_ms": 1e3 * statistics.median(times[min(10, len(times) - 1):])}
     if a.eval:
+        with torch.no_grad():
+            for e, q in zip(ema, model.parameters()):
+                q.copy_(e)
         g = torch.Generator().manual_seed(12345)
         with torch.no_grad():
             xt = 2 * (pix[1500:] + torch.rand(len(pix) - 1500, 64, generator=g)) / 17 - 1
