@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "../../core/fast_math.hpp"
+#include "parallel.hpp"
 #include "../../core/rng.hpp"
 #include "../tensor.hpp"
 
@@ -52,19 +53,20 @@ void map(Tensor<Cpu<T>>& out, F f, const In&... in) {
     contiguous_cols = contiguous_cols && b.cs == 1;
   }
   [&]<std::size_t... I>(std::index_sequence<I...>) {
-    if (same || R == 1) {
-      const long n = R * C;
-      if (same) {
-        BIFLOW_IVDEP for (long i = 0; i < n; ++i) o[i] = f(ptr[I][i]...);
-        return;
-      }
+    if (same) {
+      cpu::parallel_range(R * C, 16384, [&](long lo, long hi) {
+        BIFLOW_IVDEP for (long i = lo; i < hi; ++i) o[i] = f(ptr[I][i]...);
+      });
+      return;
     }
     if (contiguous_cols) {
-      for (long r = 0; r < R; ++r) {
-        const T* rowp[] = {ptr[I] + r * bc[I].rs...};
-        T* orow = o + r * C;
-        BIFLOW_IVDEP for (long c = 0; c < C; ++c) orow[c] = f(rowp[I][c]...);
-      }
+      cpu::parallel_range(R, cpu::grain_for(C), [&](long r0, long r1) {
+        for (long r = r0; r < r1; ++r) {
+          const T* rowp[] = {ptr[I] + r * bc[I].rs...};
+          T* orow = o + r * C;
+          BIFLOW_IVDEP for (long c = 0; c < C; ++c) orow[c] = f(rowp[I][c]...);
+        }
+      });
       return;
     }
     for (long r = 0; r < R; ++r)
@@ -79,7 +81,9 @@ void for_each(F f, Tensor<Cpu<T>>& first, Ts&... rest) {
   ((require_shape("for_each", rest, first.rows(), first.cols())), ...);
   const long n = first.size();
   [&](T* p0, auto*... p) {
-    BIFLOW_IVDEP for (long i = 0; i < n; ++i) f(p0[i], p[i]...);
+    cpu::parallel_range(n, 16384, [&](long lo, long hi) {
+      BIFLOW_IVDEP for (long i = lo; i < hi; ++i) f(p0[i], p[i]...);
+    });
   }(first.data(), rest.data()...);
 }
 
@@ -142,8 +146,10 @@ template <class T>
 Tensor<Cpu<T>> gather_cols(const Tensor<Cpu<T>>& x, const Indices<Cpu<T>>& idx) {
   Tensor<Cpu<T>> y(x.rows(), idx.size(), uninit);
   const auto* id = idx.data();
-  for (long r = 0; r < x.rows(); ++r)
-    for (long j = 0; j < idx.size(); ++j) y.data()[r * idx.size() + j] = x.data()[r * x.cols() + id[j]];
+  cpu::parallel_range(x.rows(), cpu::grain_for(idx.size()), [&](long r0, long r1) {
+    for (long r = r0; r < r1; ++r)
+      for (long j = 0; j < idx.size(); ++j) y.data()[r * idx.size() + j] = x.data()[r * x.cols() + id[j]];
+  });
   return y;
 }
 
@@ -160,8 +166,10 @@ void gemm_batched(const Tensor<Cpu<T>>& a, const MatView& va, bool trans_a, cons
   using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using CMap = Eigen::Map<const Mat, 0, Eigen::OuterStride<>>;
   using MMap = Eigen::Map<Mat, 0, Eigen::OuterStride<>>;
-  for (long i = 0; i < n_outer; ++i)
-    for (long j = 0; j < n_inner; ++j) {
+  const long work = (trans_a ? va.cols : va.rows) * vc.cols * (trans_a ? va.rows : va.cols);
+  cpu::parallel_range(n_outer * n_inner, cpu::grain_for(work), [&](long k0, long k1) {
+    for (long k = k0; k < k1; ++k) {
+      const long i = k / n_inner, j = k % n_inner;
       CMap A(a.data() + va.offset + i * va.outer + j * va.inner, va.rows, va.cols, Eigen::OuterStride<>(va.ld));
       CMap Bm(b.data() + vb.offset + i * vb.outer + j * vb.inner, vb.rows, vb.cols, Eigen::OuterStride<>(vb.ld));
       MMap C(c.data() + vc.offset + i * vc.outer + j * vc.inner, vc.rows, vc.cols, Eigen::OuterStride<>(vc.ld));
@@ -172,6 +180,7 @@ void gemm_batched(const Tensor<Cpu<T>>& a, const MatView& va, bool trans_a, cons
       else if (trans_a && !trans_b) C.noalias() += alpha * A.transpose() * Bm;
       else C.noalias() += alpha * A.transpose() * Bm.transpose();
     }
+  });
 }
 
 /// Row-wise softmax in place. causal: the tensor stacks square score matrices (cols x cols); row r is query
@@ -179,7 +188,8 @@ void gemm_batched(const Tensor<Cpu<T>>& a, const MatView& va, bool trans_a, cons
 template <class T>
 void softmax_rows(Tensor<Cpu<T>>& s, bool causal) {
   const long R = s.rows(), C = s.cols();
-  for (long r = 0; r < R; ++r) {
+  cpu::parallel_range(R, cpu::grain_for(4 * C), [&](long r0, long r1) {
+  for (long r = r0; r < r1; ++r) {
     T* row = s.data() + r * C;
     const long n = causal ? (r % C) + 1 : C;
     T mx = row[0];
@@ -194,19 +204,22 @@ void softmax_rows(Tensor<Cpu<T>>& s, bool causal) {
     for (long j = 0; j < n; ++j) row[j] *= inv;
     for (long j = n; j < C; ++j) row[j] = T(0);
   }
+  });
 }
 /// Softmax backward in place: dp <- p ∘ (dp − Σ_j p_j dp_j) per row (masked entries have p = 0, so stay 0).
 template <class T>
 void softmax_rows_backward(const Tensor<Cpu<T>>& p, Tensor<Cpu<T>>& dp) {
   require_shape("softmax_rows_backward: dp", dp, p.rows(), p.cols());
   const long R = p.rows(), C = p.cols();
-  for (long r = 0; r < R; ++r) {
-    const T* pr = p.data() + r * C;
-    T* g = dp.data() + r * C;
-    T dot = 0;
-    for (long j = 0; j < C; ++j) dot += pr[j] * g[j];
-    BIFLOW_IVDEP for (long j = 0; j < C; ++j) g[j] = pr[j] * (g[j] - dot);
-  }
+  cpu::parallel_range(R, cpu::grain_for(2 * C), [&](long r0, long r1) {
+    for (long r = r0; r < r1; ++r) {
+      const T* pr = p.data() + r * C;
+      T* g = dp.data() + r * C;
+      T dot = 0;
+      for (long j = 0; j < C; ++j) dot += pr[j] * g[j];
+      BIFLOW_IVDEP for (long j = 0; j < C; ++j) g[j] = pr[j] * (g[j] - dot);
+    }
+  });
 }
 
 /// x[r, :] += v[r / group, :]: adds one row per group of `group` consecutive rows (a per-sample embedding
@@ -216,11 +229,13 @@ void add_repeat_rows(Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>& v, long group) {
   detail::check_groups("add_repeat_rows", x.rows(), v.rows(), group);
   require_cols("add_repeat_rows", v, x.cols());
   const long C = x.cols();
-  for (long r = 0; r < x.rows(); ++r) {
-    T* xr = x.data() + r * C;
-    const T* vr = v.data() + (r / group) * C;
-    BIFLOW_IVDEP for (long c = 0; c < C; ++c) xr[c] += vr[c];
-  }
+  cpu::parallel_range(x.rows(), cpu::grain_for(C), [&](long r0, long r1) {
+    for (long r = r0; r < r1; ++r) {
+      T* xr = x.data() + r * C;
+      const T* vr = v.data() + (r / group) * C;
+      BIFLOW_IVDEP for (long c = 0; c < C; ++c) xr[c] += vr[c];
+    }
+  });
 }
 /// (rows / group) x cols: sums of each group of `group` consecutive rows (backward of add_repeat_rows).
 template <class T>
@@ -256,7 +271,8 @@ void layernorm_forward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>& gamma, con
   y = Tensor<Cpu<T>>(R, C, uninit);
   mean = Tensor<Cpu<T>>(R, 1, uninit);
   rstd = Tensor<Cpu<T>>(R, 1, uninit);
-  for (long r = 0; r < R; ++r) {
+  cpu::parallel_range(R, cpu::grain_for(4 * C), [&](long r0, long r1) {
+  for (long r = r0; r < r1; ++r) {
     const T* xr = x.data() + r * C;
     T mu = 0;
     for (long c = 0; c < C; ++c) mu += xr[c];
@@ -269,6 +285,7 @@ void layernorm_forward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>& gamma, con
     rstd.data()[r] = rs;
     for (long c = 0; c < C; ++c) y.data()[r * C + c] = (xr[c] - mu) * rs * gamma.data()[c] + beta.data()[c];
   }
+  });
 }
 /// Returns dx; accumulates dgamma, dbeta (1 x cols).
 template <class T>
@@ -277,23 +294,33 @@ Tensor<Cpu<T>> layernorm_backward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>&
                                   Tensor<Cpu<T>>& dbeta) {
   const long R = x.rows(), C = x.cols();
   Tensor<Cpu<T>> dx(R, C, uninit);
+  cpu::parallel_range(R, cpu::grain_for(6 * C), [&](long r0, long r1) {
+    for (long r = r0; r < r1; ++r) {
+      const T* xr = x.data() + r * C;
+      const T* g = dy.data() + r * C;
+      const T mu = mean.data()[r], rs = rstd.data()[r];
+      T s1 = 0, s2 = 0;  // mean of (dy*gamma) and of (dy*gamma*xhat)
+      for (long c = 0; c < C; ++c) {
+        const T xh = (xr[c] - mu) * rs, gg = g[c] * gamma.data()[c];
+        s1 += gg;
+        s2 += gg * xh;
+      }
+      s1 /= T(C);
+      s2 /= T(C);
+      for (long c = 0; c < C; ++c) {
+        const T xh = (xr[c] - mu) * rs;
+        dx.data()[r * C + c] = rs * (g[c] * gamma.data()[c] - s1 - xh * s2);
+      }
+    }
+  });
+  // Parameter gradients: summed over rows in a fixed order (same result for any thread count).
   for (long r = 0; r < R; ++r) {
     const T* xr = x.data() + r * C;
     const T* g = dy.data() + r * C;
     const T mu = mean.data()[r], rs = rstd.data()[r];
-    T s1 = 0, s2 = 0;  // mean of (dy*gamma) and of (dy*gamma*xhat)
-    for (long c = 0; c < C; ++c) {
-      const T xh = (xr[c] - mu) * rs, gg = g[c] * gamma.data()[c];
-      s1 += gg;
-      s2 += gg * xh;
-      dgamma.data()[c] += g[c] * xh;
+    BIFLOW_IVDEP for (long c = 0; c < C; ++c) {
+      dgamma.data()[c] += g[c] * (xr[c] - mu) * rs;
       dbeta.data()[c] += g[c];
-    }
-    s1 /= T(C);
-    s2 /= T(C);
-    for (long c = 0; c < C; ++c) {
-      const T xh = (xr[c] - mu) * rs;
-      dx.data()[r * C + c] = rs * (g[c] * gamma.data()[c] - s1 - xh * s2);
     }
   }
   return dx;
@@ -303,8 +330,9 @@ Tensor<Cpu<T>> layernorm_backward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>&
 template <class T>
 void fill_normal(Tensor<Cpu<T>>& x, Rng& rng, T mean = T(0), T stddev = T(1)) {
   const std::uint64_t base = rng.take(static_cast<std::uint64_t>(x.size()));
-  for (long i = 0; i < x.size(); ++i)
-    x.data()[i] = mean + stddev * static_cast<T>(rng_detail::normal(rng.seed(), base + i));
+  cpu::parallel_range(x.size(), 2048, [&](long lo, long hi) {
+    for (long i = lo; i < hi; ++i) x.data()[i] = mean + stddev * static_cast<T>(rng_detail::normal(rng.seed(), base + i));
+  });
 }
 /// Fills with U[lo, hi) from the counter-based stream.
 template <class T>
