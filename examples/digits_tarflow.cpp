@@ -190,8 +190,8 @@ int main(int argc, char** argv) try {
   const double denoise_s = seconds_since(t1) / 100.0;
   const Tensor<B> guided_raw = model.sample(z, scond, {w, false, {}}, false).y;
   const Tensor<B> guided = denoise(model, guided_raw, sd, scond);
-  std::printf("sampling (batch 100, 1 thread): exact inverse %.3f ms/image, score denoising %.3f ms/image\n",
-              1e3 * exact_s, 1e3 * denoise_s);
+  std::printf("sampling (batch 100, %d thread%s): exact inverse %.3f ms/image, score denoising %.3f ms/image\n",
+              cpu::threads(), cpu::threads() > 1 ? "s" : "", 1e3 * exact_s, 1e3 * denoise_s);
 
   if (a.has("plot")) {
     const examples::Image g1 = grid(to_host(raw), 3), g2 = grid(to_host(den), 3), g3 = grid(to_host(guided), 3);
@@ -212,7 +212,7 @@ int main(int argc, char** argv) try {
       << ",\n  \"sample_seconds_per_image_exact\": " << exact_s << ",\n  \"denoise_seconds_per_image\": " << denoise_s
       << ",\n  \"params\": " << parameter_count(model) << ",\n  \"steps\": " << (a.has("load") ? 0 : steps)
       << ",\n  \"skipped_steps\": " << skipped << ",\n  \"batch\": " << batch << ",\n  \"train_seconds\": "
-      << train_seconds << ",\n  \"width\": " << cfg.width << ",\n  \"blocks\": " << cfg.blocks
+      << train_seconds << ",\n  \"threads\": " << cpu::threads() << ",\n  \"width\": " << cfg.width << ",\n  \"blocks\": " << cfg.blocks
       << ",\n  \"layers\": " << cfg.layers << ",\n  \"noise\": " << sigma << ",\n  \"denoise_sigma\": " << sd << ",\n  \"cfg\": " << w << "\n}\n";
     if (!f) throw io_error("cannot write report '" + a.str("report", "") + "'");
   }

@@ -1,7 +1,8 @@
 #pragma once
 // Multi-threading of the Cpu backend's loops, opt-in by compiling with OpenMP (-fopenmp; biflow's own targets do
-// when BIFLOW_OPENMP=ON). Eigen then also runs its GEMMs on several threads. Every parallel loop writes disjoint
-// outputs and no reduction changes order, so results stay bit-identical for a seed whatever the thread count.
+// when BIFLOW_OPENMP=ON). Eigen then also runs its GEMMs on several threads. biflow's parallel loops write disjoint
+// outputs and keep every reduction's order, so a run is reproducible for a given thread count; Eigen picks its
+// GEMM blocking by thread count, so different thread counts can differ in the last bits (measured: 8th digit).
 // Without OpenMP everything runs serially; OMP_NUM_THREADS (or omp_set_num_threads) picks the thread count.
 #if defined(_OPENMP)
 #include <omp.h>
