@@ -212,7 +212,8 @@ int main(int argc, char** argv) try {
       << ",\n  \"sample_seconds_per_image_exact\": " << exact_s << ",\n  \"denoise_seconds_per_image\": " << denoise_s
       << ",\n  \"params\": " << parameter_count(model) << ",\n  \"steps\": " << (a.has("load") ? 0 : steps)
       << ",\n  \"skipped_steps\": " << skipped << ",\n  \"batch\": " << batch << ",\n  \"train_seconds\": "
-      << train_seconds << ",\n  \"threads\": " << cpu::threads() << ",\n  \"width\": " << cfg.width << ",\n  \"blocks\": " << cfg.blocks
+      << train_seconds << ",\n  \"threads\": " << cpu::threads() << ",\n  \"width\": " << cfg.width
+      << ",\n  \"blocks\": " << cfg.blocks
       << ",\n  \"layers\": " << cfg.layers << ",\n  \"noise\": " << sigma << ",\n  \"denoise_sigma\": " << sd << ",\n  \"cfg\": " << w << "\n}\n";
     if (!f) throw io_error("cannot write report '" + a.str("report", "") + "'");
   }

@@ -2,7 +2,7 @@
 # The demo: installs missing dependencies, builds the examples and runs one of them.
 #   ./scripts/demo.sh                  toy_density: RealNVP on two moons (3000 steps, ~5 s), out/toy_density.{png,json}
 #   ./scripts/demo.sh moons|checkerboard|8gaussians|rings [realnvp|maf]    the same on another 2-D set / model
-#   ./scripts/demo.sh digits           digits_tarflow: class-conditional TARFlow on the real 8x8 digits (~10 min on
+#   ./scripts/demo.sh digits           digits_tarflow: class-conditional TARFlow on the real 8x8 digits (~2 min on
 #                                      2 cores), test bits/dim and samples per class, out/digits_tarflow.{png,json}
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,4 +8,5 @@ build=${BIFLOW_BUILD_DIR:-build}
 jobs=${BIFLOW_JOBS:-$(nproc)}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$build" -j "$jobs"
-ctest --test-dir "$build" --output-on-failure -j "$jobs"
+# Tests run in parallel and each may use OpenMP threads: idle threads sleep instead of spinning on busy cores.
+OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} ctest --test-dir "$build" --output-on-failure -j "$jobs"

@@ -1,5 +1,6 @@
 #pragma once
 // Tensor<B>: the one shape biflow computes on. 2-D, row-major, rows = samples (x tokens), cols = features.
+#include "../core/config.hpp"  // before Eigen: EIGEN_DONT_PARALLELIZE
 #include <Eigen/Core>
 #include <cstdint>
 #include <vector>

@@ -1,5 +1,12 @@
 #pragma once
 // Portability macros shared by host and device code.
+
+// biflow splits large GEMMs across OpenMP threads itself (backend/cpu/ops.hpp); Eigen's own threading would also
+// fire on the many small products of a flow step, where waking threads costs more than it saves. Every biflow
+// header includes this one before Eigen (this only takes effect if your code has not included Eigen already).
+#ifndef EIGEN_DONT_PARALLELIZE
+#define EIGEN_DONT_PARALLELIZE
+#endif
 #if defined(__CUDACC__)
 #define BIFLOW_HOST_DEVICE __host__ __device__
 #else

@@ -1,6 +1,7 @@
 #pragma once
 // Per-feature standardisation u = (x − mean) / std, with the log-Jacobian needed to report densities
 // in the original units: log p_x(x) = log p_u(u) + log_abs_det, log_abs_det = −Σ log std.
+#include "../core/config.hpp"  // before Eigen
 #include <Eigen/Cholesky>
 #include <cmath>
 #include <numbers>

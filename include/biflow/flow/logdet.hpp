@@ -4,6 +4,7 @@
 //   logdet::None       - not computed (sampling-only paths; FlowOut::logdet is left empty)
 //   logdet::BruteForce - the full Jacobian built column by column from backward, then its slogdet
 //                        (verification only: O(D) backward passes and an O(D^3) determinant per sample)
+#include "../core/config.hpp"  // before Eigen
 #include <Eigen/LU>
 #include <cmath>
 #include <type_traits>

@@ -1,6 +1,7 @@
 #pragma once
 // Learned invertible linear map with LU parameterisation (Glow): y = x Wᵀ, W = P L (U + diag(sign·exp(log_s))).
 // P fixed, L unit lower triangular, U strictly upper; log-det = Σ log_s, O(D) instead of O(D³).
+#include "../core/config.hpp"  // before Eigen
 #include <Eigen/Dense>
 
 #include "flow_layer.hpp"

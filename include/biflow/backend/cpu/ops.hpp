@@ -1,6 +1,7 @@
 #pragma once
 // Cpu backend primitives on Eigen. Every function here has a Cuda twin in backend/cuda/ops.cuh with the
 // same signature; layers call them unqualified and overload resolution picks the backend.
+#include "../../core/config.hpp"  // before Eigen
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
@@ -23,19 +24,35 @@ void gemm(const Tensor<Cpu<T>>& a, bool trans_a, const Tensor<Cpu<T>>& b, bool t
   auto& C = c.eigen();
   const auto& A = a.eigen();
   const auto& Bm = b.eigen();
-  // noalias: C never aliases A or B in biflow's layers; skipping the temporary matters for speed.
+  // Rows [r0, r1) of C; noalias: C never aliases A or B in biflow's layers, and skipping the temporary matters.
+  auto rows = [&](long r0, long r1) {
+    auto Cr = C.middleRows(r0, r1 - r0);
+    if (beta == T(0)) Cr.setZero();
+    else if (beta != T(1)) Cr *= beta;
+    if (!trans_a) {
+      const auto Ar = A.middleRows(r0, r1 - r0);
+      if (!trans_b) Cr.noalias() += alpha * Ar * Bm;
+      else Cr.noalias() += alpha * Ar * Bm.transpose();
+    } else {
+      const auto Ar = A.middleCols(r0, r1 - r0).transpose();
+      if (!trans_b) Cr.noalias() += alpha * Ar * Bm;
+      else Cr.noalias() += alpha * Ar * Bm.transpose();
+    }
+  };
+  // Large products: one block of rows per thread (each an ordinary single-threaded Eigen GEMM).
+  const int nt = cpu::threads();
+  if (nt > 1 && sh.m >= 2 * nt && double(sh.m) * double(sh.n) * double(sh.k) >= double(1L << 22)) {
+    cpu::parallel_range(sh.m, (sh.m + nt - 1) / nt, rows);
+    return;
+  }
   if (beta == T(0)) {
     if (!trans_a && !trans_b) C.noalias() = alpha * A * Bm;
     else if (!trans_a && trans_b) C.noalias() = alpha * A * Bm.transpose();
     else if (trans_a && !trans_b) C.noalias() = alpha * A.transpose() * Bm;
     else C.noalias() = alpha * A.transpose() * Bm.transpose();
-  } else {
-    if (beta != T(1)) C *= beta;
-    if (!trans_a && !trans_b) C.noalias() += alpha * A * Bm;
-    else if (!trans_a && trans_b) C.noalias() += alpha * A * Bm.transpose();
-    else if (trans_a && !trans_b) C.noalias() += alpha * A.transpose() * Bm;
-    else C.noalias() += alpha * A.transpose() * Bm.transpose();
+    return;
   }
+  rows(0, sh.m);
 }
 
 /// out[r, c] = f(in0[r', c'], in1[...], ...) where each input is out-shaped or broadcasts along a
@@ -54,7 +71,7 @@ void map(Tensor<Cpu<T>>& out, F f, const In&... in) {
   }
   [&]<std::size_t... I>(std::index_sequence<I...>) {
     if (same) {
-      cpu::parallel_range(R * C, 16384, [&](long lo, long hi) {
+      cpu::parallel_range(R * C, cpu::kParallelGrain, [&](long lo, long hi) {
         BIFLOW_IVDEP for (long i = lo; i < hi; ++i) o[i] = f(ptr[I][i]...);
       });
       return;
@@ -81,7 +98,7 @@ void for_each(F f, Tensor<Cpu<T>>& first, Ts&... rest) {
   ((require_shape("for_each", rest, first.rows(), first.cols())), ...);
   const long n = first.size();
   [&](T* p0, auto*... p) {
-    cpu::parallel_range(n, 16384, [&](long lo, long hi) {
+    cpu::parallel_range(n, cpu::kParallelGrain, [&](long lo, long hi) {
       BIFLOW_IVDEP for (long i = lo; i < hi; ++i) f(p0[i], p[i]...);
     });
   }(first.data(), rest.data()...);

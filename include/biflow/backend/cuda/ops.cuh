@@ -7,6 +7,7 @@
 #include <thrust/reduce.h>
 #include <thrust/transform_reduce.h>
 
+#include "../../core/config.hpp"  // before Eigen
 #include <Eigen/LU>
 #include <cmath>
 
