@@ -1,10 +1,11 @@
-// io/safetensors.hpp: round trip of a model, metadata, dtype conversion, and the strict loader's errors.
+// io/safetensors.hpp and io/npy.hpp: round trips, dtype conversion, and the strict loaders' errors.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
 #include "helpers.hpp"
 
+#include <biflow/io/npy.hpp>
 #include <biflow/io/safetensors.hpp>
 
 using namespace tests;
@@ -116,4 +117,76 @@ TEST_CASE("safetensors loader names the problem: truncation, bad JSON, offsets, 
   CHECK(message<io_error>([&] { io::read_safetensors(temp_file("does_not_exist")); }).find("cannot open") !=
         std::string::npos);
   std::remove(path.c_str());
+}
+
+// ---- npy ----------------------------------------------------------------------------------------------------
+
+namespace {
+void write_npy_raw(const std::string& path, const std::string& header, std::size_t data_bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write("\x93NUMPY\x01\x00", 8);
+  const std::uint16_t n = static_cast<std::uint16_t>(header.size());
+  f.write(reinterpret_cast<const char*>(&n), 2);
+  f << header << std::string(data_bytes, '\0');
+}
+}  // namespace
+
+TEST_CASE("npy round trip keeps values and an N x C x H x W shape reads as N rows of C*H*W") {
+  const std::string path = temp_file("latents.npy");
+  HostMatrix<float> m(3, 2 * 2 * 2);
+  for (long i = 0; i < m.size(); ++i) m.data()[i] = float(i) * 0.5f - 3.0f;
+  io::save_npy(path, m, {3, 2, 2, 2});
+  const io::NpyArray a = io::read_npy(path);
+  CHECK(a.shape == std::vector<long>{3, 2, 2, 2});
+  CHECK(a.dtype == "<f4");
+  CHECK(a.data.rows() == 3);
+  CHECK(a.data.cols() == 8);
+  CHECK(io::load_npy<float>(path) == m);
+  HostMatrix<double> d = m.cast<double>() / 3.0;
+  io::save_npy(path, d);
+  CHECK(io::load_npy<double>(path) == d);
+  CHECK(io::read_npy(path).dtype == "<f8");
+  std::remove(path.c_str());
+}
+
+TEST_CASE("npy reader names the problem: magic, dtype, Fortran order, truncation, header") {
+  const std::string path = temp_file("bad.npy");
+  auto err = [&](const std::string& header, std::size_t bytes) {
+    write_npy_raw(path, header, bytes);
+    return message<io_error>([&] { io::read_npy(path); });
+  };
+  CHECK(err("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }\n", 16).find("dtype '<i8'") != std::string::npos);
+  CHECK(err("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }\n", 8).find("dtype '>f4'") != std::string::npos);
+  CHECK(err("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }\n", 16).find("Fortran") != std::string::npos);
+  CHECK(err("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }\n", 20).find("needs 24 bytes") !=
+        std::string::npos);
+  CHECK(err("{'descr': '<f4', 'fortran_order': False}\n", 0).find("no 'shape'") != std::string::npos);
+  CHECK(err("{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }\n", 8).find("malformed shape") !=
+        std::string::npos);
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << "PK\x03\x04 this is a zip";
+  }
+  CHECK(message<io_error>([&] { io::read_npy(path); }).find("bad magic") != std::string::npos);
+  {
+    std::ofstream f(path, std::ios::binary);
+    f.write("\x93NUMPY\x01\x00\xff\x7f{'descr'", 17);
+  }
+  CHECK(message<io_error>([&] { io::read_npy(path); }).find("past the end") != std::string::npos);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("an interrupted atomic write leaves the previous file intact and loadable") {
+  const std::string path = temp_file("atomic.safetensors");
+  auto m = small_model(5);
+  io::save_safetensors(path, m);
+  const auto before = io::read_safetensors(path).data;
+  // The writer dies half-way (an exception stands in for a crash): the target is untouched.
+  CHECK_THROWS_AS(io::write_atomically(path, [](std::ofstream& f) {
+    f << "partial garbage";
+    throw io_error("simulated crash");
+  }), io_error);
+  CHECK(io::read_safetensors(path).data == before);
+  std::remove(path.c_str());
+  std::remove((path + ".tmp").c_str());
 }

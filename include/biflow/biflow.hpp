@@ -1,5 +1,6 @@
 #pragma once
 // biflow umbrella header: everything public. CUDA parts are included only when compiled by nvcc.
+#include "version.hpp"
 #include "core/config.hpp"
 #include "core/errors.hpp"
 #include "core/parameter.hpp"

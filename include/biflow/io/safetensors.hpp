@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../core/parameter.hpp"
+#include "atomic_file.hpp"
 
 namespace biflow::io {
 
@@ -274,8 +275,8 @@ inline SafeTensorsFile read_safetensors(const std::string& path, std::uint64_t m
   return out;
 }
 
-/// Writes every parameter of m (F32, visit order, PyTorch-style names) plus string metadata; atomically
-/// (a temporary file renamed over the target, so a crash never leaves a truncated file behind).
+/// Writes every parameter of m (F32, visit order, PyTorch-style names) plus string metadata, atomically
+/// (atomic_file.hpp: a crash never leaves a truncated file behind).
 template <class M>
 void save_safetensors(const std::string& path, M& m, const std::map<std::string, std::string>& metadata = {}) {
   std::vector<std::pair<std::string, HostMatrix<float>>> ts;
@@ -306,19 +307,12 @@ void save_safetensors(const std::string& path, M& m, const std::map<std::string,
   h << "}";
   std::string js = h.str();
   while ((js.size() + 8) % 8) js += ' ';
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw io_error(detail::cat("safetensors: cannot write '", tmp, "'"));
+  write_atomically(path, [&](std::ofstream& f) {
     const std::uint64_t n = js.size();
     f.write(reinterpret_cast<const char*>(&n), 8);
     f.write(js.data(), std::streamsize(js.size()));
     for (const auto& [name, t] : ts) f.write(reinterpret_cast<const char*>(t.data()), std::streamsize(t.size() * 4));
-    f.flush();
-    if (!f) throw io_error(detail::cat("safetensors: writing '", tmp, "' failed (disk full?)"));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw io_error(detail::cat("safetensors: cannot rename '", tmp, "' to '", path, "'"));
+  });
 }
 
 /// Loads every parameter of m by name. Shapes must agree up to leading/trailing 1s ([n] fits a 1 x n

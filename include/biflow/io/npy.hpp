@@ -1,0 +1,158 @@
+#pragma once
+// NumPy .npy files (format 1.0/2.0/3.0): how a Python user hands biflow a data set and reads back samples
+// (e.g. to decode latents with their own VAE). Reads little-endian float32/float64 arrays in C order of any rank
+// as rows x (product of the other dimensions) — an N x 4 x 32 x 32 latent file becomes N rows of 4096 values, the
+// CHW layout biflow's patchify expects — and writes float32 or float64. Everything else (Fortran order, big-endian,
+// integer or object dtypes, truncated data, malformed headers) is an io_error naming the problem.
+#include <bit>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "../backend/tensor.hpp"
+#include "atomic_file.hpp"
+
+namespace biflow::io {
+
+struct NpyArray {
+  std::vector<long> shape;
+  std::string dtype;  ///< "<f4" or "<f8"
+  HostMatrix<double> data;  ///< rows = shape[0] (1 for a 0-d array), cols = product of the rest
+};
+
+namespace npy_detail {
+[[noreturn]] inline void fail(const std::string& path, const std::string& what) {
+  throw io_error(detail::cat("npy '", path, "': ", what));
+}
+/// Value of 'key' in the header dict, as the raw text up to the next top-level ',' or '}'.
+inline std::string field(const std::string& h, const std::string& key, const std::string& path) {
+  const auto k = h.find("'" + key + "'");
+  if (k == std::string::npos) fail(path, "header has no '" + key + "' (header: " + h + ")");
+  auto p = h.find(':', k);
+  if (p == std::string::npos) fail(path, "malformed header near '" + key + "'");
+  ++p;
+  int depth = 0;
+  std::size_t e = p;
+  for (; e < h.size(); ++e) {
+    const char c = h[e];
+    if (c == '(' || c == '[') ++depth;
+    else if (c == ')' || c == ']') --depth;
+    else if ((c == ',' || c == '}') && depth == 0) break;
+  }
+  std::string v = h.substr(p, e - p);
+  const auto b = v.find_first_not_of(" \t"), en = v.find_last_not_of(" \t");
+  return b == std::string::npos ? "" : v.substr(b, en - b + 1);
+}
+}  // namespace npy_detail
+
+inline NpyArray read_npy(const std::string& path, std::uint64_t max_bytes = std::uint64_t(1) << 36) {
+  static_assert(std::endian::native == std::endian::little, "biflow's npy I/O assumes a little-endian host");
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw io_error(detail::cat("npy: cannot open '", path, "'"));
+  f.seekg(0, std::ios::end);
+  const std::uint64_t size = std::uint64_t(f.tellg());
+  f.seekg(0);
+  char magic[8] = {};
+  f.read(magic, 8);
+  if (size < 10 || std::memcmp(magic, "\x93NUMPY", 6) != 0) npy_detail::fail(path, "not an .npy file (bad magic)");
+  const int major = static_cast<unsigned char>(magic[6]);
+  std::uint64_t hlen = 0;
+  if (major == 1) {
+    std::uint16_t h16 = 0;
+    f.read(reinterpret_cast<char*>(&h16), 2);
+    hlen = h16;
+  } else if (major == 2 || major == 3) {
+    std::uint32_t h32 = 0;
+    f.read(reinterpret_cast<char*>(&h32), 4);
+    hlen = h32;
+  } else {
+    npy_detail::fail(path, detail::cat("unsupported format version ", major));
+  }
+  const std::uint64_t data_start = std::uint64_t(f.tellg()) + hlen;
+  if (!f || data_start > size) npy_detail::fail(path, "header runs past the end of the file");
+  std::string h(hlen, '\0');
+  f.read(h.data(), std::streamsize(hlen));
+  NpyArray out;
+  std::string descr = npy_detail::field(h, "descr", path);
+  if (descr.size() >= 2 && (descr.front() == '\'' || descr.front() == '"')) descr = descr.substr(1, descr.size() - 2);
+  if (descr != "<f4" && descr != "<f8")
+    npy_detail::fail(path, "dtype '" + descr + "' is not supported; biflow reads little-endian float32 ('<f4') and "
+                           "float64 ('<f8') (convert with arr.astype(np.float32))");
+  out.dtype = descr;
+  if (npy_detail::field(h, "fortran_order", path) != "False")
+    npy_detail::fail(path, "Fortran-ordered arrays are not supported (save np.ascontiguousarray(arr))");
+  std::string shape = npy_detail::field(h, "shape", path);
+  if (shape.size() < 2 || shape.front() != '(' || shape.back() != ')') npy_detail::fail(path, "malformed shape " + shape);
+  std::uint64_t count = 1;
+  for (std::size_t i = 1; i + 1 < shape.size();) {
+    while (i + 1 < shape.size() && (shape[i] == ' ' || shape[i] == ',')) ++i;
+    if (i + 1 >= shape.size()) break;
+    if (shape[i] < '0' || shape[i] > '9') npy_detail::fail(path, "malformed shape " + shape);
+    std::uint64_t d = 0;
+    while (i + 1 < shape.size() && shape[i] >= '0' && shape[i] <= '9') {
+      d = d * 10 + std::uint64_t(shape[i++] - '0');
+      if (d > max_bytes) npy_detail::fail(path, "dimension too large in shape " + shape);
+    }
+    out.shape.push_back(long(d));
+    if (d != 0 && count > max_bytes / d) npy_detail::fail(path, "shape " + shape + " is too large");
+    count *= d;
+  }
+  const std::uint64_t es = descr == "<f4" ? 4 : 8;
+  if (count > max_bytes / es) npy_detail::fail(path, "shape " + shape + " is too large");
+  if (size - data_start != count * es)
+    npy_detail::fail(path, detail::cat("shape ", shape, " needs ", count * es, " bytes of ", descr, " data, the file has ",
+                                       size - data_start));
+  const long rows = out.shape.empty() ? 1 : out.shape[0];
+  const long cols = rows == 0 ? 0 : long(count) / (rows == 0 ? 1 : rows);
+  out.data.resize(rows, cols);
+  f.seekg(std::streamoff(data_start));
+  std::vector<char> buf(count * es);
+  f.read(buf.data(), std::streamsize(buf.size()));
+  if (!f) npy_detail::fail(path, "read failed");
+  for (std::uint64_t i = 0; i < count; ++i) {
+    if (es == 4) {
+      float v;
+      std::memcpy(&v, buf.data() + 4 * i, 4);
+      out.data.data()[i] = v;
+    } else {
+      std::memcpy(out.data.data() + i, buf.data() + 8 * i, 8);
+    }
+  }
+  return out;
+}
+
+/// Reads an .npy array as a rows x cols matrix of T (see read_npy for the shapes accepted).
+template <class T = float>
+HostMatrix<T> load_npy(const std::string& path) {
+  return read_npy(path).data.template cast<T>();
+}
+
+/// Writes m as an .npy array of the given shape (default: rows x cols) in float32 (T = float) or float64 (T = double),
+/// atomically (see atomic_file.hpp).
+template <class T>
+void save_npy(const std::string& path, const HostMatrix<T>& m, std::vector<long> shape = {}) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "save_npy: float or double matrices only");
+  if (shape.empty()) shape = {m.rows(), m.cols()};
+  long count = 1;
+  for (long d : shape) count *= d;
+  if (count != m.size())
+    throw usage_error(detail::cat("save_npy: shape holds ", count, " values, the matrix ", m.size()));
+  std::string h = std::string("{'descr': '") + (std::is_same_v<T, float> ? "<f4" : "<f8") +
+                  "', 'fortran_order': False, 'shape': (";
+  for (std::size_t i = 0; i < shape.size(); ++i) h += std::to_string(shape[i]) + (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
+  h += "), }";
+  while ((10 + h.size() + 1) % 64) h += ' ';
+  h += '\n';
+  write_atomically(path, [&](std::ofstream& f) {
+    f.write("\x93NUMPY\x01\x00", 8);
+    const std::uint16_t n = static_cast<std::uint16_t>(h.size());
+    f.write(reinterpret_cast<const char*>(&n), 2);
+    f.write(h.data(), std::streamsize(h.size()));
+    f.write(reinterpret_cast<const char*>(m.data()), std::streamsize(m.size() * sizeof(T)));
+  });
+}
+
+}  // namespace biflow::io
