@@ -7,6 +7,7 @@
 
 #include <biflow/io/npy.hpp>
 #include <biflow/io/safetensors.hpp>
+#include <biflow/train/checkpoint.hpp>
 
 using namespace tests;
 
@@ -189,4 +190,77 @@ TEST_CASE("an interrupted atomic write leaves the previous file intact and loada
   CHECK(io::read_safetensors(path).data == before);
   std::remove(path.c_str());
   std::remove((path + ".tmp").c_str());
+}
+
+// ---- checkpoints ----------------------------------------------------------------------------------------------
+
+namespace {
+using Nvp4 = Repeat<4, AffineCoupling<Cpu<float>>>;
+Nvp4 nvp4() {
+  Rng r(21);
+  return Nvp4([&](std::size_t i) { return make_coupling<Cpu<float>>(masks::half(2, int(i % 2)), {16, 16}, r); });
+}
+TrainOptions ckpt_options() {
+  TrainOptions o;
+  o.total_steps = 40;
+  o.warmup = 5;
+  o.ema_decay = 0.99;
+  o.weight_decay = 0.01;
+  o.verbose = false;
+  return o;
+}
+void train_steps(MleTrainer<Nvp4>& t, Rng& data, int n) {
+  for (int s = 0; s < n; ++s) t.step(from_host<Cpu<float>>(data::toy("moons", 64, data).cast<float>()));
+}
+std::vector<HostMatrix<float>> params_of(Nvp4& f) {
+  std::vector<HostMatrix<float>> v;
+  f.visit_parameters([&](const std::string&, auto& p) { v.push_back(to_host(p.value)); }, "");
+  return v;
+}
+}  // namespace
+
+TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for bit (parameters, EMA, RNG)") {
+  const std::string path = temp_file("resume.ckpt");
+  // Uninterrupted: 20 steps.
+  auto fa = nvp4();
+  MleTrainer<Nvp4> ta(fa, ckpt_options());
+  Rng da(7);
+  train_steps(ta, da, 20);
+  // Interrupted: 12 steps, checkpoint, fresh objects, load, 8 more.
+  {
+    auto fb = nvp4();
+    MleTrainer<Nvp4> tb(fb, ckpt_options());
+    Rng db(7);
+    train_steps(tb, db, 12);
+    save_checkpoint(path, fb, tb, {{"data", &db}}, {{"model", "realnvp"}});
+  }
+  auto fc = nvp4();
+  MleTrainer<Nvp4> tc(fc, ckpt_options());
+  Rng dc(999);
+  const auto config = load_checkpoint(path, fc, tc, {{"data", &dc}});
+  CHECK(config.at("model") == "realnvp");
+  CHECK(tc.steps() == 12);
+  CHECK(dc.seed() == 7);
+  train_steps(tc, dc, 8);
+  CHECK(params_of(fc) == params_of(fa));
+  ta.ema().swap(fa);
+  tc.ema().swap(fc);
+  CHECK(params_of(fc) == params_of(fa));
+  std::remove(path.c_str());
+}
+
+TEST_CASE("a checkpoint of another model or a plain weights file is refused, naming why, and changes nothing") {
+  const std::string path = temp_file("other.ckpt");
+  auto f = nvp4();
+  MleTrainer<Nvp4> t(f, ckpt_options());
+  io::save_safetensors(path, f);
+  const auto before = params_of(f);
+  CHECK(message<io_error>([&] { load_checkpoint(path, f, t); }).find("not a biflow checkpoint") != std::string::npos);
+  auto m = small_model(1);
+  MleTrainer<TarFlow<Cpu<float>>> tm(m, ckpt_options());
+  save_checkpoint(path, m, tm);
+  CHECK(message<io_error>([&] { load_checkpoint(path, f, t); }).find("no tensor 'model.0.net.0.weight'") !=
+        std::string::npos);
+  CHECK(params_of(f) == before);
+  std::remove(path.c_str());
 }

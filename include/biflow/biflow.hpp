@@ -42,4 +42,5 @@
 #include "train/nll.hpp"
 #include "train/schedule.hpp"
 #include "train/trainer.hpp"
+#include "train/checkpoint.hpp"
 #include "train/progress.hpp"

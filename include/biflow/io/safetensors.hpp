@@ -206,28 +206,41 @@ struct SafeTensorsFile {
   st_detail::Header header;
   std::vector<char> data;
   std::string path;
-  /// Values of tensor `name` as float, converted from its dtype.
-  std::vector<float> values(const std::string& name) const {
+  /// Values of tensor `name` converted from its dtype to T (float or double).
+  template <class T = float>
+  std::vector<T> values(const std::string& name) const {
     const auto& e = header.tensors.at(name);
     const std::size_t n = (e.end - e.begin) / st_detail::dtype_size(e.dtype);
-    std::vector<float> v(n);
+    std::vector<T> v(n);
     const char* p = data.data() + e.begin;
     for (std::size_t i = 0; i < n; ++i) {
       if (e.dtype == "F32") {
         float f;
         std::memcpy(&f, p + 4 * i, 4);
-        v[i] = f;
+        v[i] = T(f);
       } else if (e.dtype == "F64") {
         double d;
         std::memcpy(&d, p + 8 * i, 8);
-        v[i] = float(d);
+        v[i] = T(d);
       } else {
         std::uint16_t h;
         std::memcpy(&h, p + 2 * i, 2);
-        v[i] = e.dtype == "BF16" ? std::bit_cast<float>(std::uint32_t(h) << 16) : st_detail::half_to_float(h);
+        v[i] = T(e.dtype == "BF16" ? std::bit_cast<float>(std::uint32_t(h) << 16) : st_detail::half_to_float(h));
       }
     }
     return v;
+  }
+  bool has(const std::string& name) const { return header.tensors.count(name) > 0; }
+  /// Tensor `name` as a rows x cols matrix (its shape must hold rows·cols values).
+  template <class T>
+  HostMatrix<T> matrix(const std::string& name, long rows, long cols) const {
+    const std::vector<T> v = values<T>(name);
+    if (long(v.size()) != rows * cols)
+      throw io_error(detail::cat("safetensors '", path, "': tensor '", name, "' holds ", v.size(), " values, expected ",
+                                 rows, "x", cols));
+    HostMatrix<T> m(rows, cols);
+    std::copy(v.begin(), v.end(), m.data());
+    return m;
   }
 };
 
@@ -275,14 +288,27 @@ inline SafeTensorsFile read_safetensors(const std::string& path, std::uint64_t m
   return out;
 }
 
-/// Writes every parameter of m (F32, visit order, PyTorch-style names) plus string metadata, atomically
-/// (atomic_file.hpp: a crash never leaves a truncated file behind).
-template <class M>
-void save_safetensors(const std::string& path, M& m, const std::map<std::string, std::string>& metadata = {}) {
-  std::vector<std::pair<std::string, HostMatrix<float>>> ts;
-  m.visit_parameters([&](const std::string& name, auto& p) {
-    ts.emplace_back(name, to_host(p.value).template cast<float>());
-  }, "");
+/// One tensor to write: name, dtype ("F32"/"F64"), shape, raw little-endian bytes.
+struct TensorBlob {
+  std::string name, dtype;
+  std::vector<long> shape;
+  std::vector<char> bytes;
+};
+/// A matrix as a blob: F32 for float, F64 for double; a 1 x n matrix gets shape [n] (as torch stores biases).
+template <class T>
+TensorBlob blob(std::string name, const HostMatrix<T>& m) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "blob: float or double matrices only");
+  TensorBlob b{std::move(name), std::is_same_v<T, float> ? "F32" : "F64", {}, {}};
+  if (m.rows() == 1) b.shape = {m.cols()};
+  else b.shape = {m.rows(), m.cols()};
+  b.bytes.resize(std::size_t(m.size()) * sizeof(T));
+  std::memcpy(b.bytes.data(), m.data(), b.bytes.size());
+  return b;
+}
+
+/// Writes tensors plus string metadata as one safetensors file, atomically (atomic_file.hpp).
+inline void write_safetensors(const std::string& path, const std::vector<TensorBlob>& ts,
+                              const std::map<std::string, std::string>& metadata = {}) {
   std::ostringstream h;
   h << "{";
   bool first = true;
@@ -293,16 +319,15 @@ void save_safetensors(const std::string& path, M& m, const std::map<std::string,
       first = false;
     }
     h << "}";
+    first = false;
   }
   std::uint64_t off = 0;
-  for (const auto& [name, t] : ts) {
-    h << (metadata.empty() && &name == &ts.front().first ? "" : ",") << "\"" << st_detail::escape(name)
-      << "\":{\"dtype\":\"F32\",\"shape\":[";
-    if (t.rows() == 1) h << t.cols();
-    else h << t.rows() << "," << t.cols();
-    const std::uint64_t bytes = std::uint64_t(t.size()) * 4;
-    h << "],\"data_offsets\":[" << off << "," << off + bytes << "]}";
-    off += bytes;
+  for (const auto& t : ts) {
+    h << (first ? "" : ",") << "\"" << st_detail::escape(t.name) << "\":{\"dtype\":\"" << t.dtype << "\",\"shape\":[";
+    for (std::size_t i = 0; i < t.shape.size(); ++i) h << (i ? "," : "") << t.shape[i];
+    h << "],\"data_offsets\":[" << off << "," << off + t.bytes.size() << "]}";
+    off += t.bytes.size();
+    first = false;
   }
   h << "}";
   std::string js = h.str();
@@ -311,8 +336,18 @@ void save_safetensors(const std::string& path, M& m, const std::map<std::string,
     const std::uint64_t n = js.size();
     f.write(reinterpret_cast<const char*>(&n), 8);
     f.write(js.data(), std::streamsize(js.size()));
-    for (const auto& [name, t] : ts) f.write(reinterpret_cast<const char*>(t.data()), std::streamsize(t.size() * 4));
+    for (const auto& t : ts) f.write(t.bytes.data(), std::streamsize(t.bytes.size()));
   });
+}
+
+/// Writes every parameter of m (visit order, PyTorch-style names; F32 for float models, F64 for double) plus
+/// string metadata, atomically.
+template <class M>
+void save_safetensors(const std::string& path, M& m, const std::map<std::string, std::string>& metadata = {},
+                      const std::string& prefix = "") {
+  std::vector<TensorBlob> ts;
+  m.visit_parameters([&](const std::string& name, auto& p) { ts.push_back(blob(prefix + name, to_host(p.value))); }, "");
+  write_safetensors(path, ts, metadata);
 }
 
 /// Loads every parameter of m by name. Shapes must agree up to leading/trailing 1s ([n] fits a 1 x n
@@ -355,10 +390,7 @@ std::map<std::string, std::string> load_safetensors(const std::string& path, M& 
   m.visit_parameters([&](const std::string& name, auto& p) {
     using B = typename std::decay_t<decltype(p.value)>::backend;
     using T = typename B::scalar;
-    const std::vector<float> v = f.values(name);
-    HostMatrix<T> h(p.value.rows(), p.value.cols());
-    for (long i = 0; i < h.size(); ++i) h.data()[i] = T(v[std::size_t(i)]);
-    p.value = from_host<B>(h);
+    p.value = from_host<B>(f.template matrix<T>(name, p.value.rows(), p.value.cols()));
   }, "");
   return f.header.metadata;
 }

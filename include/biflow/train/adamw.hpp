@@ -61,6 +61,17 @@ class AdamW {
   /// Optimiser state, in parameter visiting order (for checkpoints).
   std::vector<Tensor<B>>& first_moments() { return m_; }
   std::vector<Tensor<B>>& second_moments() { return v_; }
+  const std::vector<std::string>& names() const { return names_; }
+  /// Restores the state saved from first_moments(), second_moments(), names() and steps() (checkpoints).
+  void set_state(long steps, std::vector<Tensor<B>> m, std::vector<Tensor<B>> v, std::vector<std::string> names) {
+    if (m.size() != v.size() || m.size() != names.size())
+      throw usage_error(detail::cat("AdamW.set_state: ", m.size(), " first moments, ", v.size(), " second moments, ",
+                                    names.size(), " names"));
+    t_ = steps;
+    m_ = std::move(m);
+    v_ = std::move(v);
+    names_ = std::move(names);
+  }
 
  private:
   Options o_;

@@ -40,6 +40,11 @@ class Ema {
   long updates() const { return updates_; }
   bool empty() const { return shadow_.empty(); }
   std::vector<Tensor<B>>& shadow() { return shadow_; }
+  /// Restores a saved average (checkpoints).
+  void set_state(long updates, std::vector<Tensor<B>> shadow) {
+    updates_ = updates;
+    shadow_ = std::move(shadow);
+  }
 
  private:
   double decay_;

@@ -71,6 +71,16 @@ class MleTrainer {
     return r;
   }
   long steps() const { return step_; }
+  /// Step counters (checkpoints): steps taken, skipped in all, skipped in a row.
+  struct Counters {
+    long step = 0, skipped = 0, consecutive_bad = 0;
+  };
+  Counters counters() const { return {step_, skipped_, consecutive_bad_}; }
+  void set_counters(const Counters& c) {
+    step_ = c.step;
+    skipped_ = c.skipped;
+    consecutive_bad_ = c.consecutive_bad;
+  }
   long skipped_steps() const { return skipped_; }
   AdamW<B>& optimizer() { return opt_; }
   Ema<B>& ema() { return ema_; }
