@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <vector>
 
 #include <biflow/biflow.hpp>
@@ -28,13 +29,17 @@ constexpr const char* kUsage =
     "                      [--patch 2] [--layers 1] [--heads 4] [--lr 2e-3] [--noise 0] [--denoise-sigma S]\n"
     "                      [--label-drop 0.1] [--cfg 1.0] [--ema 0.9995] [--weight-decay 0.1] [--seed 0]\n"
     "                      [--eval-every 0] [--report out.json] [--plot samples.png] [--save model.safetensors]\n"
-    "                      [--load model.safetensors]\n"
+    "                      [--load model.safetensors] [--checkpoint run.ckpt] [--checkpoint-every 500]\n"
+    "                      [--resume run.ckpt] [--stop-after N]\n"
     "  Class-conditional TARFlow on the 8x8 digits: patch 2 (16 tokens of 4 pixels), --blocks blocks of\n"
     "  --layers causal transformer layers of width --width. Trains with noise augmentation --noise (sigma in\n"
     "  [-1, 1] pixel units; default 0: it lowers bits/dim on clean digits) and label dropout; reports bits/dim on\n"
     "  the dequantised test digits. Denoising uses --denoise-sigma (default: --noise if > 0, else the std of the\n"
     "  uniform dequantisation noise, (2/17)/sqrt(12)).\n"
-    "  --load skips training and uses a model written by --save (same architecture flags).";
+    "  --load skips training and uses a model written by --save (same architecture flags). --checkpoint writes\n"
+    "  the whole training state every --checkpoint-every steps and when training stops (atomically); --resume\n"
+    "  continues such a run exactly; --stop-after N ends training after N steps of the --steps schedule (a job\n"
+    "  slice), to be resumed later.";
 
 constexpr long kClasses = 10, kTrain = 1500;
 
@@ -73,7 +78,8 @@ examples::Image grid(const HostMatrix<float>& x, int scale) {
 int main(int argc, char** argv) try {
   examples::Args a(argc, argv, kUsage,
                    {"data", "steps", "batch", "width", "blocks", "layers", "heads", "lr", "noise", "label-drop", "cfg",
-                    "ema", "seed", "report", "plot", "save", "load", "weight-decay", "eval-every", "patch", "denoise-sigma"});
+                    "ema", "seed", "report", "plot", "save", "load", "weight-decay", "eval-every", "patch", "denoise-sigma", "checkpoint",
+                    "checkpoint-every", "resume", "stop-after"});
   cpu::keep_heap_pages();
   const data::LabeledImages all = data::load_digits(a.str("data", BIFLOW_DATA_DIR "/digits.csv"));
   if (all.rows() <= kTrain) a.fail("the digits file needs more than 1500 rows (1500 train + test)");
@@ -122,12 +128,27 @@ int main(int argc, char** argv) try {
     o.ema_decay = a.real("ema", 0.9995);
     MleTrainer<TarFlow<B>> trainer(model, o);
     Rng rng(seed + 2);
+    const std::string ckpt = a.str("checkpoint", "");
+    const long ckpt_every = a.integer("checkpoint-every", ckpt.empty() ? 0 : 500);
+    const std::map<std::string, std::string> run_config{
+        {"width", std::to_string(cfg.width)}, {"blocks", std::to_string(cfg.blocks)},
+        {"layers", std::to_string(cfg.layers)}, {"heads", std::to_string(cfg.heads)},
+        {"patch", std::to_string(cfg.image.patch)}, {"steps", std::to_string(steps)}, {"batch", std::to_string(batch)}};
+    auto save_ckpt = [&] {
+      save_checkpoint(ckpt, model, trainer, {{"data", &rng}}, run_config);
+      std::fprintf(stderr, "checkpoint: step %ld -> %s\n", trainer.steps(), ckpt.c_str());
+    };
+    if (a.has("resume")) {  // continue an interrupted run exactly where its checkpoint left it
+      load_checkpoint(a.str("resume", ""), model, trainer, {{"data", &rng}});
+      std::printf("resumed %s at step %ld\n", a.str("resume", "").c_str(), trainer.steps());
+    }
     Progress progress(steps, "train");
     HostMatrix<float> v(batch, 64);
     std::vector<int> labels(static_cast<std::size_t>(batch));
     const auto t0 = std::chrono::steady_clock::now();
     double avg = 0;
-    for (long s = 0; s < steps; ++s) {
+    const long stop = a.has("stop-after") ? std::min(steps, a.integer("stop-after", steps)) : steps;
+    for (long s = trainer.steps(); s < stop; ++s) {
       for (long i = 0; i < batch; ++i) {
         const long r = long(rng.below(std::uint64_t(train.rows())));
         v.row(i) = train.pixels.row(r);
@@ -140,7 +161,7 @@ int main(int argc, char** argv) try {
         map(x, fn::Axpby{1.0, sigma}, x, eps);
       }
       const StepResult r = trainer.step(x, from_host<B>(data::class_condition(labels, kClasses, drop, rng)));
-      if (!r.skipped) avg = s == 0 ? r.loss : 0.98 * avg + 0.02 * r.loss;
+      if (!r.skipped) avg = avg == 0 ? r.loss : 0.98 * avg + 0.02 * r.loss;
       progress.update(s + 1, bits_per_dim(avg, 64, a_scale), "(bits/dim of noisy batches)");
       if (eval_every > 0 && (s + 1) % eval_every == 0) {
         if (trainer.has_ema()) trainer.ema().swap(model);
@@ -148,6 +169,7 @@ int main(int argc, char** argv) try {
         std::fflush(stdout);
         if (trainer.has_ema()) trainer.ema().swap(model);
       }
+      if (!ckpt.empty() && ckpt_every > 0 && ((s + 1) % ckpt_every == 0 || s + 1 == stop)) save_ckpt();
     }
     train_seconds = seconds_since(t0);
     skipped = trainer.skipped_steps();
@@ -156,7 +178,8 @@ int main(int argc, char** argv) try {
       io::save_safetensors(a.str("save", ""), model,
                            {{"model", "TarFlow"}, {"width", std::to_string(cfg.width)},
                             {"blocks", std::to_string(cfg.blocks)}, {"layers", std::to_string(cfg.layers)},
-                            {"heads", std::to_string(cfg.heads)}, {"patch", std::to_string(cfg.image.patch)}, {"num_classes", "10"}});
+                            {"heads", std::to_string(cfg.heads)}, {"patch", std::to_string(cfg.image.patch)},
+                            {"num_classes", "10"}});
       std::printf("saved %s\n", a.str("save", "").c_str());
     }
   }
