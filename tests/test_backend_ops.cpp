@@ -1,6 +1,7 @@
 // Backend primitives (backend/ops.hpp, backend/cpu/ops.hpp, backend/functors.hpp, backend/tags.hpp,
 // backend/tensor.hpp), the counter-based RNG (core/rng.hpp) and the opt-in allocator tuning
-// (backend/cpu/allocator.hpp). The Cuda twins are compared against these in tests/cuda.
+// (backend/cpu/allocator.hpp), core/fast_math.hpp, backend/cpu/parallel.hpp. The Cuda twins are compared
+// against these in tests/cuda.
 #include <cstdio>
 
 #include "helpers.hpp"
@@ -148,4 +149,28 @@ TEST_CASE("Progress (train/progress.hpp) prints periodic plain lines when not on
   CHECK(out.find("steps/s") != std::string::npos);
   CHECK(out.find('\r') == std::string::npos);  // no live-line control characters in logs
   CHECK(std::count(out.begin(), out.end(), '\n') == 20);
+}
+
+// ---- core/fast_math.hpp, backend/cpu/parallel.hpp ---------------------------------------------------------------
+
+TEST_CASE("fast float exp and erf stay within a few float ulps of the library functions") {
+  double worst_exp = 0, worst_erf = 0;
+  for (float x = -87.0f; x < 88.0f; x += 0.0137f)
+    worst_exp = std::max(worst_exp, std::abs(double(fastmath::exp(x)) - std::exp(double(x))) / std::exp(double(x)));
+  for (float x = -6.0f; x < 6.0f; x += 0.00071f)
+    worst_erf = std::max(worst_erf, std::abs(double(fastmath::erf(x)) - std::erf(double(x))));
+  CHECK(worst_exp < 5e-7);
+  CHECK(worst_erf < 1e-6);
+}
+
+TEST_CASE("parallel_range visits every index exactly once, in chunks no smaller than the grain") {
+  for (long n : {0L, 1L, 1000L, 200001L}) {
+    std::vector<int> seen(static_cast<std::size_t>(n), 0);
+    cpu::parallel_range(n, 4096, [&](long lo, long hi) {
+      CHECK(hi > lo);
+      for (long i = lo; i < hi; ++i) ++seen[static_cast<std::size_t>(i)];
+    });
+    CHECK(std::count(seen.begin(), seen.end(), 1) == n);
+  }
+  CHECK(cpu::threads() >= 1);
 }

@@ -1,4 +1,4 @@
-// Toy sets, CSV input (including bad files), standardisation.
+// Toy sets, CSV input (including bad files), standardisation, labelled images (data/images.hpp).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -87,4 +87,49 @@ TEST_CASE("one_hot (data/labels.hpp) encodes labels and names a label out of ran
   CHECK(m.sum() == 3.0f);
   CHECK(message<usage_error>([] { data::one_hot({0, 5}, 3); }) == "one_hot: label 5 at row 1 is outside [0, 3)");
   CHECK(message<usage_error>([] { data::one_hot({0}, 0); }).find("must be positive") != std::string::npos);
+}
+
+// ---- data/images.hpp ----------------------------------------------------------------------------------------
+
+TEST_CASE("labelled images load with validation and dequantise into [-1, 1) within each pixel's bin") {
+  const std::string path = (std::filesystem::temp_directory_path() / "biflow_test_images.csv").string();
+  {
+    std::ofstream f(path);
+    f << "0,16,3,1\n5,0,16,0\n";
+  }
+  const data::LabeledImages d = data::load_labeled_images(path, 3, 17, 2);
+  CHECK(d.rows() == 2);
+  CHECK(d.labels == std::vector<int>{1, 0});
+  CHECK(d.pixels(1, 2) == 16.0f);
+  Rng rng(1);
+  const HostMatrix<float> x = data::dequantize(d.pixels, 17, rng);
+  for (long i = 0; i < x.size(); ++i) {
+    const float lo = 2.0f * d.pixels.data()[i] / 17.0f - 1.0f;
+    CHECK(x.data()[i] >= lo);
+    CHECK(x.data()[i] < lo + 2.0f / 17.0f + 1e-6f);
+  }
+  CHECK(data::dequantize_scale(17) == doctest::Approx(2.0 / 17.0));
+  CHECK(d.slice(1, 1).labels == std::vector<int>{0});
+  {
+    std::ofstream f(path);
+    f << "0,17,3,1\n";
+  }
+  CHECK(message<io_error>([&] { data::load_labeled_images(path, 3, 17, 2); }).find("row 1 column 2: 17") !=
+        std::string::npos);
+  {
+    std::ofstream f(path);
+    f << "0,1,3,2\n";
+  }
+  CHECK(message<io_error>([&] { data::load_labeled_images(path, 3, 17, 2); }).find("(label)") != std::string::npos);
+  CHECK(message<io_error>([&] { data::load_labeled_images(path, 4, 17, 2); }).find("expected 4 pixels") !=
+        std::string::npos);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("the vendored digits load: 1797 images of 64 pixels in 0..16, labels 0..9") {
+  const data::LabeledImages d = data::load_digits(BIFLOW_SOURCE_DIR "/data/digits.csv");
+  CHECK(d.rows() == 1797);
+  CHECK(d.pixels.cols() == 64);
+  CHECK(d.pixels.maxCoeff() == 16.0f);
+  CHECK(*std::max_element(d.labels.begin(), d.labels.end()) == 9);
 }

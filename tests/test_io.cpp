@@ -1,4 +1,5 @@
-// io/safetensors.hpp and io/npy.hpp: round trips, dtype conversion, and the strict loaders' errors.
+// io/safetensors.hpp, io/npy.hpp, io/atomic_file.hpp, train/checkpoint.hpp: round trips, dtype conversion, the
+// strict loaders' errors, atomic replacement, exact resume.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>

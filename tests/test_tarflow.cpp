@@ -1,5 +1,7 @@
-// TARFlow: the attention primitives, attention / transformer / embedding modules, the TarBlock flow layer
-// (numerical checks, causality in every ordering, cached == uncached decoding, guidance), and the model.
+// TARFlow (nn/attention.hpp, nn/transformer.hpp, nn/embedding.hpp, flow/tarflow_block.hpp, flow/patchify.hpp,
+// flow/score.hpp, models/tarflow.hpp, data/labels.hpp): the attention primitives, attention / transformer /
+// embedding modules, the TarBlock flow layer (numerical checks, causality in every ordering, cached == uncached
+// decoding, guidance), and the model.
 #include <cmath>
 
 #include "helpers.hpp"
