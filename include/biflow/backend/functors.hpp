@@ -87,4 +87,11 @@ struct MulExpNeg {  // g * exp(-a)
   BIFLOW_HOST_DEVICE T operator()(T g, T a) const { return g * std::exp(-a); }
 };
 
+/// Classifier-free guidance: cond + w·(cond − uncond).
+struct Guide {
+  double w;
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T c, T u) const { return c + T(w) * (c - u); }
+};
+
 }  // namespace biflow::fn

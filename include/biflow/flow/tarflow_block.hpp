@@ -43,12 +43,6 @@ struct TarDAlpha {
     return g * (T(1) - u * u);
   }
 };
-/// Classifier-free guidance: cond + w·(cond − uncond).
-struct Guide {
-  double w;
-  template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T c, T u) const { return c + T(w) * (c - u); }
-};
 }  // namespace fn
 
 /// Classifier-free guidance at sampling: (α, μ) ← cond + w_t·(cond − uncond), w_t = scale, or

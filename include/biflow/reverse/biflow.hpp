@@ -1,0 +1,54 @@
+#pragma once
+// A forward flow F and its learned reverse model G side by side. F's trajectory lives in F's "state space"
+// (for TarFlow: patchified tokens; for other flows: the data itself); G works in that space too, and these
+// helpers move between it and the data space users and distances see.
+#include "../flow/flow_layer.hpp"
+#include "reverse_model.hpp"
+
+namespace biflow {
+
+/// State-space rows (x⁰ of F's trajectory) -> data rows: unpatchify for flows that patchify, else identity.
+template <class Flow, Backend B>
+Tensor<B> to_data(const Flow& f, const Tensor<B>& states) {
+  if constexpr (requires { f.patchify(); }) return f.patchify().inverse(states, {}, logdet::none).y;
+  else return states;
+}
+/// Data rows -> state-space rows (the inverse of to_data). Also maps data-space gradients to state space:
+/// both are permutations, and a permutation's transpose is its inverse.
+template <class Flow, Backend B>
+Tensor<B> to_states(const Flow& f, const Tensor<B>& data) {
+  if constexpr (requires { f.patchify(); }) {
+    typename std::remove_cvref_t<decltype(f.patchify())>::Context c;
+    return f.patchify().forward(data, c, {}, logdet::none).y;
+  } else {
+    return data;
+  }
+}
+
+template <class Flow, class G>
+struct BiFlow {
+  using B = typename Flow::backend;
+  static_assert(std::is_same_v<B, typename G::backend>, "BiFlow: F and G must use the same backend");
+  const Flow& forward;  ///< F (frozen)
+  const G& reverse;     ///< learned inverse
+
+  /// One-pass samples in data space from noise z (N x features), optional context and guidance scales w
+  /// (N x 1, training-time CFG; G must be built with `guidance`).
+  Tensor<B> sample(const Tensor<B>& z, const Tensor<B>& cond = {}, const Tensor<B>& w = {}) const {
+    return to_data(forward, reverse.sample(z, cond, w));
+  }
+  /// Inference-time CFG on G (two passes as one 2N batch).
+  Tensor<B> sample_guided(const Tensor<B>& z, const Tensor<B>& cond, double w) const {
+    return to_data(forward, reverse.sample_guided(z, cond, w));
+  }
+  /// G(F(x)): how well G inverts F on data x.
+  Tensor<B> reconstruct(const Tensor<B>& x, const Tensor<B>& cond = {}) const {
+    typename Flow::Context c;
+    const Tensor<B> z = forward.forward(x, c, cond, logdet::none).y;
+    return sample(z, cond, reverse.config().guidance ? Tensor<B>(x.rows(), 1) : Tensor<B>{});
+  }
+};
+template <class Flow, class G>
+BiFlow(const Flow&, const G&) -> BiFlow<Flow, G>;
+
+}  // namespace biflow
