@@ -1,5 +1,5 @@
 # Runs an example that writes a JSON report, then checks that report: KEY_LESS is "a<b" where a is a report key
-# and b a report key or a number.
+# and b a report key or a number (either side may be a number).
 execute_process(COMMAND ${CMD} RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "example exited with ${rc}")
@@ -9,7 +9,13 @@ foreach(pair ${KEY_LESS})
   string(REPLACE "<" ";" ab ${pair})
   list(GET ab 0 a)
   list(GET ab 1 b)
-  string(JSON va GET "${json}" ${a})
+  string(JSON va ERROR_VARIABLE a_not_a_key GET "${json}" ${a})
+  if(a_not_a_key)
+    if(NOT a MATCHES "^[-+0-9.eE]+$")
+      message(FATAL_ERROR "report ${REPORT}: no key '${a}'")
+    endif()
+    set(va ${a})
+  endif()
   string(JSON vb ERROR_VARIABLE not_a_key GET "${json}" ${b})
   if(not_a_key)
     set(vb ${b})

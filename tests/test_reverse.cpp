@@ -32,7 +32,7 @@ Tensor<D> cond_rows(const std::vector<int>& labels, long classes) {
 }
 
 /// FD check of G's input and parameter gradients for loss = Σ r⊙out + Σ_j r_j⊙hidden[j] (hidden < S'−1).
-template <template <class> class Stage>
+template <template <Backend> class Stage>
 testing::CheckReport check_reverse_grads(ReverseModel<D, Stage> g, const Tensor<D>& z, const Tensor<D>& cond,
                                          const Tensor<D>& w) {
   using G = ReverseModel<D, Stage>;

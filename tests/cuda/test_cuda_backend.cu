@@ -285,6 +285,102 @@ TEST_CASE("cuda TarBlock and TarFlow match Cpu: forward, backward, cached decodi
                 to_host(denoise(mg, xg, 0.1, from_host<G>(cond)))) < 1e-3);
 }
 
+TEST_CASE("cuda learned reverse model matches Cpu: stages, ReverseModel, distances, alignment heads, a trainer step") {
+  compare_module([]<class B>() { Rng r(1); TransformerStage<B> s({4, 8, 2, 2, 2.0}, r); randomize(s, 2); return s; }, 8, 8);
+  compare_module([]<class B>() { Rng r(3); MlpStage<B> s({1, 8, 2, 2, 2.0}, r); randomize(s, 4); return s; }, 5, 8);
+  ReverseConfig rc;
+  rc.tokens = 4;
+  rc.token_dim = 4;
+  rc.width = 8;
+  rc.stages = 2;
+  rc.heads = 2;
+  rc.cond_features = 4;
+  rc.guidance = true;
+  rc.denoise_stage = true;
+  for (bool bottleneck : {false, true}) {
+    rc.bottleneck = bottleneck;
+    Rng r1(5), r2(5);
+    ReverseModel<C> gc(rc, r1);
+    ReverseModel<G> gg(rc, r2);
+    randomize(gc, 6);
+    randomize(gg, 6);
+    const HostMatrix<float> cond = data::one_hot<float>({0, 1, 2, 3, 3}, 4);
+    const HostMatrix<float> w = HostMatrix<float>::Constant(5, 1, 0.7f);
+    typename ReverseModel<C>::Context cc;
+    typename ReverseModel<G>::Context cg;
+    const auto oc = gc.forward(randn<C>(5, 16, 7), from_host<C>(cond), from_host<C>(w), cc);
+    const auto og = gg.forward(randn<G>(5, 16, 7), from_host<G>(cond), from_host<G>(w), cg);
+    CHECK(max_rel(to_host(oc), to_host(og)) < kTol);
+    zero_grad(gc);
+    zero_grad(gg);
+    const std::vector<Tensor<C>> dhc{randn<C>(cc.hidden[0].rows(), cc.hidden[0].cols(), 8)};
+    const std::vector<Tensor<G>> dhg{randn<G>(cg.hidden[0].rows(), cg.hidden[0].cols(), 8)};
+    CHECK(max_rel(to_host(gc.backward(cc, randn<C>(5, 16, 9), dhc)), to_host(gg.backward(cg, randn<G>(5, 16, 9), dhg))) <
+          kTol);
+    const auto pc = grads(gc), pg = grads(gg);
+    for (std::size_t i = 0; i < pc.size(); ++i) CHECK(max_rel(pc[i], pg[i]) < 1e-3);
+    CHECK(max_rel(to_host(gc.sample_guided(randn<C>(5, 16, 7), from_host<C>(cond), 1.5)),
+                  to_host(gg.sample_guided(randn<G>(5, 16, 7), from_host<G>(cond), 1.5))) < kTol);
+  }
+  const auto ac = randn<C>(6, 5, 11), bc = randn<C>(6, 5, 12), wc = randn<C>(6, 1, 13);
+  const auto ag = randn<G>(6, 5, 11), bg = randn<G>(6, 5, 12), wg = randn<G>(6, 1, 13);
+  auto same = [&](const auto& d) {
+    CAPTURE(d.name());
+    CHECK(max_rel(to_host(d.per_row(ac, bc)), to_host(d.per_row(ag, bg))) < kTol);
+    CHECK(max_rel(to_host(d.grad(ac, bc, wc)), to_host(d.grad(ag, bg, wg))) < kTol);
+  };
+  same(Mse{});
+  same(L1{});
+  same(Huber{0.5});
+  same(Cosine{});
+  same(Adaptive<Sum<Mse, Cosine>>{{}, 0.5, 0.1});
+  Rng f1(14), f2(14);
+  MlpFeatures<C> nc({5, 7, 6}, f1);
+  MlpFeatures<G> ng({5, 7, 6}, f2);
+  const auto fc = Feature<MlpFeatures<C>, Mse>{&nc}.grad(ac, bc, wc);
+  const auto fg = Feature<MlpFeatures<G>, Mse>{&ng}.grad(ag, bg, wg);
+  CHECK(max_rel(to_host(fc), to_host(fg)) < kTol);
+
+  // One ReverseTrainer step (hidden alignment, learned denoising, training-time CFG) on a small TarFlow.
+  auto make_flow = []<class B>() {
+    Rng r(2);
+    TarFlowConfig cfg;
+    cfg.image = {1, 4, 4, 2, PatchOrder::channel_major};
+    cfg.width = 8;
+    cfg.blocks = 2;
+    cfg.layers = 1;
+    cfg.heads = 2;
+    cfg.num_classes = 3;
+    TarFlow<B> m(cfg, r);
+    Rng q(3);
+    m.visit_parameters([&](const std::string&, auto& p) { fill_normal(p.value, q, 0.0f, 0.1f); }, "");
+    return m;
+  };
+  auto fcpu = make_flow.template operator()<C>();
+  auto fgpu = make_flow.template operator()<G>();
+  rc.bottleneck = false;
+  Rng r1(5), r2(5);
+  ReverseModel<C> gc(rc, r1);
+  ReverseModel<G> gg(rc, r2);
+  HiddenAlignment<C> hc(rc, r1);
+  HiddenAlignment<G> hg(rc, r2);
+  ReverseTrainOptions o;
+  o.noise = 0.05;
+  o.guidance_max = 2.0;
+  o.optim.ema_decay = 0.9;
+  ReverseTrainer<TarFlow<C>, ReverseModel<C>, HiddenAlignment<C>> tc(fcpu, gc, hc, o);
+  ReverseTrainer<TarFlow<G>, ReverseModel<G>, HiddenAlignment<G>> tg(fgpu, gg, hg, o);
+  const HostMatrix<float> cond = data::one_hot<float>({0, 1, 2, 3, 0, 1}, 4);
+  Rng s1(9), s2(9);
+  for (int i = 0; i < 3; ++i) {
+    const auto rcpu = tc.step(randn<C>(6, 16, 20 + i), from_host<C>(cond), s1);
+    const auto rgpu = tg.step(randn<G>(6, 16, 20 + i), from_host<G>(cond), s2);
+    CHECK(std::abs(rcpu.loss - rgpu.loss) < 1e-3 * std::max(1.0, std::abs(rcpu.loss)));
+  }
+  const auto vc = values(gc), vg = values(gg);
+  for (std::size_t i = 0; i < vc.size(); ++i) CHECK(max_rel(vc[i], vg[i]) < 1e-3);
+}
+
 TEST_CASE("cuda training steps (NLL, clipping, AdamW, EMA) track the Cpu ones") {
   auto make = []<class B>() {
     Rng r(11);

@@ -50,7 +50,7 @@ struct ReverseConfig {
   }
 };
 
-template <Backend B, template <class> class Stage = TransformerStage>
+template <Backend B, template <Backend> class Stage = TransformerStage>
 class ReverseModel {
  public:
   using backend = B;

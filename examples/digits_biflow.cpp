@@ -1,0 +1,360 @@
+// digits_biflow: BiFlow on the real 8x8 digits. Trains (or loads) a class-conditional TARFlow F, freezes it,
+// trains a learned reverse model G (one bidirectional-transformer pass from noise to digits) with a chosen
+// strategy, distance and denoising mode, and compares G with F's exact inverse (+ score denoising): sample
+// quality (class accuracy and digits-FD under a small classifier trained here), reconstruction G(F(x)) ≈ x and
+// sampling speed at the same batch.
+//
+//   digits_biflow [--flow-steps 2000] [--steps 2000] [--strategy align] [--distance mse] [--denoise learned]
+//                 [--report out.json] [--plot samples.png]
+//   digits_biflow --load-flow flow.safetensors ...        (reuse a TARFlow written by --save-flow)
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <vector>
+
+#include <biflow/biflow.hpp>
+#include <biflow/io/safetensors.hpp>
+
+#include "common/args.hpp"
+#include "common/png.hpp"
+#include "common/png_impl.hpp"
+
+using namespace biflow;
+using B = Cpu<float>;
+using Rev = ReverseModel<B>;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: digits_biflow [--data data/digits.csv] [--seed 0] [--report out.json] [--plot samples.png]\n"
+    "  forward model F (TARFlow):  [--flow-steps 2000] [--blocks 8] [--flow-layers 1] [--width 64] [--noise 0.05]\n"
+    "                              [--load-flow F.safetensors] [--save-flow F.safetensors]\n"
+    "  reverse model G:            [--steps 2000] [--batch 128] [--lr 2e-3] [--g-width 64] [--stages 2]\n"
+    "                              [--g-layers 1] [--strategy naive|distill|align] [--distance mse|l1|huber|cosine|\n"
+    "                              feature|mse+feature] [--feature-weight 0.1] [--adaptive P] [--denoise learned|score|none]\n"
+    "                              [--state-clip 0] [--no-head-norm] [--cfg 0] [--cfg-mode train|inference]\n"
+    "                              [--cfg-max 3] [--ema 0.999]\n"
+    "  F: --blocks causal TARFlow blocks trained with noise augmentation --noise (sigma, pixel units in [-1, 1]).\n"
+    "  G: --stages bidirectional transformer stages of --g-layers layers, trained with F frozen by\n"
+    "     naive distillation, hidden distillation (G's stage states forced into input space) or hidden alignment\n"
+    "     (learnable projection heads). --denoise learned adds a stage to clean data; score applies F's score\n"
+    "     denoising to G's output; none leaves samples noisy. --state-clip c clips F's intermediate states to\n"
+    "     [-c, c] (norm control); head normalisation is on unless --no-head-norm. --distance applies to G's output\n"
+    "     (feature = the evaluation classifier's penultimate features); --adaptive P reweights rows by\n"
+    "     1/(D + 1e-3)^P. --cfg w samples with classifier-free guidance w: F guides every decoding step, G either\n"
+    "     takes w as an input (--cfg-mode train, trained on w ~ U(0, --cfg-max)) or runs twice (inference).\n"
+    "  Evaluation: 1000 samples (100 per class) from N(0, I), clamped to [-1, 1]; class accuracy and Frechet\n"
+    "  distance of the classifier's features against all 1797 digits (digits-FD), for G and for F's exact\n"
+    "  inverse + score denoising; speed at batch 100.";
+
+constexpr long kClasses = 10, kTrain = 1500, kPerClass = 100, kBatchEval = 100;
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// A distance chosen at run time (the library's distances are compile-time policies; this wraps one).
+struct RuntimeDistance {
+  std::string label;
+  std::function<Tensor<B>(const Tensor<B>&, const Tensor<B>&)> value;
+  std::function<Tensor<B>(const Tensor<B>&, const Tensor<B>&, const Tensor<B>&)> gradient;
+  std::string name() const { return label; }
+  Tensor<B> per_row(const Tensor<B>& a, const Tensor<B>& b) const { return value(a, b); }
+  Tensor<B> grad(const Tensor<B>& a, const Tensor<B>& b, const Tensor<B>& w) const { return gradient(a, b, w); }
+};
+template <class Dist>
+RuntimeDistance wrap(Dist d) {
+  return {d.name(), [d](const Tensor<B>& a, const Tensor<B>& b) { return d.template per_row<B>(a, b); },
+          [d](const Tensor<B>& a, const Tensor<B>& b, const Tensor<B>& w) { return d.template grad<B>(a, b, w); }};
+}
+
+examples::Image grid(const HostMatrix<float>& x, int scale) {
+  const int cell = 8 * scale + 2;
+  examples::Image img(10 * cell, 10 * cell);
+  for (long i = 0; i < x.rows() && i < 100; ++i) {
+    const int gy = int(i / 10), gx = int(i % 10);
+    for (int p = 0; p < 64; ++p) {
+      const auto v = std::uint8_t(255.0f * std::clamp((x(i, p) + 1.0f) / 2.0f, 0.0f, 1.0f));
+      for (int dy = 0; dy < scale; ++dy)
+        for (int dx = 0; dx < scale; ++dx)
+          img.set(gx * cell + 1 + (p % 8) * scale + dx, gy * cell + 1 + (p / 8) * scale + dy, v, v, v);
+    }
+  }
+  return img;
+}
+
+HostMatrix<float> clamp_pixels(HostMatrix<float> x) { return x.cwiseMax(-1.0f).cwiseMin(1.0f); }
+
+struct Quality {
+  double acc = 0, fd = 0;
+};
+Quality quality(const MlpClassifier<B>& clf, const HostMatrix<float>& samples, const std::vector<int>& labels,
+                const GaussianFit& real) {
+  const Tensor<B> s = from_host<B>(clamp_pixels(samples));
+  return {clf.accuracy(s, labels), frechet_distance(gaussian_fit(to_host(clf.feature_rows(s))), real)};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  examples::Args a(argc, argv, kUsage,
+                   {"data", "seed", "report", "plot", "flow-steps", "blocks", "flow-layers", "width", "noise",
+                    "load-flow", "save-flow", "steps", "batch", "lr", "g-width", "stages", "g-layers", "strategy",
+                    "distance", "feature-weight", "adaptive", "denoise", "state-clip", "cfg", "cfg-mode", "cfg-max",
+                    "ema", "heads"},
+                   {"no-head-norm"});
+  cpu::keep_heap_pages();
+  const data::LabeledImages all = data::load_digits(a.str("data", BIFLOW_DATA_DIR "/digits.csv"));
+  if (all.rows() <= kTrain) a.fail("the digits file needs more than 1500 rows (1500 train + test)");
+  const data::LabeledImages train = all.slice(0, kTrain), test = all.slice(kTrain, all.rows() - kTrain);
+  const std::uint64_t seed = std::uint64_t(a.integer("seed", 0));
+  const double sigma = a.real("noise", 0.05), w = a.real("cfg", 0.0);
+  const std::string strategy = a.str("strategy", "align"), distance = a.str("distance", "mse"),
+                    denoise_mode = a.str("denoise", "learned"), cfg_mode = a.str("cfg-mode", "train");
+  if (strategy != "naive" && strategy != "distill" && strategy != "align")
+    a.fail("--strategy must be naive, distill or align");
+  if (denoise_mode != "learned" && denoise_mode != "score" && denoise_mode != "none")
+    a.fail("--denoise must be learned, score or none");
+  if (cfg_mode != "train" && cfg_mode != "inference") a.fail("--cfg-mode must be train or inference");
+  if (denoise_mode == "learned" && !(sigma > 0)) a.fail("--denoise learned needs --noise > 0");
+  const long steps = a.integer("steps", 2000), batch = a.integer("batch", 128);
+  const long flow_steps = a.integer("flow-steps", 2000);
+  const double a_scale = data::dequantize_scale(all.levels);
+  Rng eval(12345);
+  const HostMatrix<float> xall = data::dequantize(all.pixels, all.levels, eval);
+  const HostMatrix<float> xte = xall.bottomRows(test.rows());
+  const HostMatrix<float> cte = data::class_condition(test.labels, kClasses, 0.0, eval);
+  auto batch_rows = [&](Rng& rng, HostMatrix<float>& v, std::vector<int>& labels) {
+    for (long i = 0; i < v.rows(); ++i) {
+      const long r = long(rng.below(std::uint64_t(train.rows())));
+      v.row(i) = train.pixels.row(r);
+      labels[std::size_t(i)] = train.labels[std::size_t(r)];
+    }
+    return data::dequantize(v, all.levels, rng);
+  };
+
+  // ---- 1. the forward model F ---------------------------------------------------------------------------------
+  TarFlowConfig fc;
+  fc.image = {1, 8, 8, 2, PatchOrder::channel_major};
+  fc.width = a.integer("width", 64);
+  fc.blocks = a.integer("blocks", 8);
+  fc.layers = a.integer("flow-layers", 1);
+  fc.heads = a.integer("heads", 4);
+  fc.num_classes = kClasses;
+  Rng init(seed + 1);
+  TarFlow<B> flow(fc, init);
+  double flow_seconds = 0;
+  if (a.has("load-flow")) {
+    io::load_safetensors(a.str("load-flow", ""), flow);
+    std::printf("F: loaded %s\n", a.str("load-flow", "").c_str());
+  } else {
+    TrainOptions o;
+    o.lr = 2e-3;
+    o.warmup = std::min<long>(200, std::max<long>(1, flow_steps / 10));
+    o.total_steps = std::max<long>(1, flow_steps);
+    o.min_lr_fraction = 0.02;
+    o.weight_decay = 0.1;
+    o.beta2 = 0.95;
+    o.ema_decay = 0.9995;
+    MleTrainer<TarFlow<B>> trainer(flow, o);
+    Rng rng(seed + 2);
+    Progress progress(flow_steps, "train F");
+    HostMatrix<float> v(batch, 64);
+    std::vector<int> labels(static_cast<std::size_t>(batch));
+    const auto t0 = std::chrono::steady_clock::now();
+    double avg = 0;
+    for (long s = 0; s < flow_steps; ++s) {
+      Tensor<B> x = from_host<B>(batch_rows(rng, v, labels));
+      Tensor<B> eps(batch, 64, uninit);
+      fill_normal(eps, rng);
+      map(x, fn::Axpby{1.0, sigma}, x, eps);
+      const StepResult r = trainer.step(x, from_host<B>(data::class_condition(labels, kClasses, 0.1, rng)));
+      if (!r.skipped) avg = avg == 0 ? r.loss : 0.98 * avg + 0.02 * r.loss;
+      progress.update(s + 1, bits_per_dim(avg, 64, a_scale), "(bits/dim of noisy batches)");
+    }
+    flow_seconds = seconds_since(t0);
+    if (trainer.has_ema()) trainer.ema().swap(flow);
+    if (a.has("save-flow")) {
+      io::save_safetensors(a.str("save-flow", ""), flow,
+                           {{"model", "TarFlow"}, {"width", std::to_string(fc.width)},
+                            {"blocks", std::to_string(fc.blocks)}, {"layers", std::to_string(fc.layers)},
+                            {"noise", std::to_string(sigma)}, {"num_classes", "10"}});
+      std::printf("F: saved %s\n", a.str("save-flow", "").c_str());
+    }
+  }
+  std::printf("F: TARFlow %ld blocks x %ld layers, width %ld, %ld parameters, trained with noise %.3g\n", fc.blocks,
+              fc.layers, fc.width, long(parameter_count(flow)), sigma);
+
+  // ---- 2. the evaluation classifier (also the feature network of --distance feature) ----------------------------
+  Rng crng(777);  // fixed: every run is judged by the same classifier
+  MlpClassifier<B> clf({64, 128, 64, 10}, crng);
+  {
+    AdamW<B> opt({0.9, 0.999, 1e-8, 0.0});
+    HostMatrix<float> v(128, 64);
+    std::vector<int> labels(128);
+    for (int s = 0; s < 4000; ++s) {
+      const Tensor<B> x = from_host<B>(batch_rows(crng, v, labels));
+      clf.train_step(x, from_host<B>(data::one_hot<float>(labels, kClasses)), opt, 3e-3 * (1.0 - s / 4000.0));
+    }
+  }
+  const double clf_acc = clf.accuracy(from_host<B>(xte), test.labels);
+  const GaussianFit real = gaussian_fit(to_host(clf.feature_rows(from_host<B>(xall))));
+  std::printf("classifier 64-128-64-10: test accuracy %.4f\n", clf_acc);
+
+  // ---- 3. the learned reverse model G -----------------------------------------------------------------------------
+  ReverseConfig rc;
+  rc.tokens = fc.image.tokens();
+  rc.token_dim = fc.image.token_dim();
+  rc.width = a.integer("g-width", 64);
+  rc.stages = a.integer("stages", 2);
+  rc.layers = a.integer("g-layers", 1);
+  rc.heads = a.integer("heads", 4);
+  rc.cond_features = fc.cond_features();
+  rc.guidance = w != 0 && cfg_mode == "train";
+  rc.bottleneck = strategy == "distill";
+  rc.denoise_stage = denoise_mode == "learned";
+  Rng ginit(seed + 11);
+  Rev g(rc, ginit);
+
+  ReverseTrainOptions ro;
+  ro.optim.lr = a.real("lr", 2e-3);
+  ro.optim.warmup = std::min<long>(200, std::max<long>(1, steps / 10));
+  ro.optim.total_steps = std::max<long>(1, steps);
+  ro.optim.min_lr_fraction = 0.02;
+  ro.optim.beta2 = 0.95;
+  ro.optim.weight_decay = 0.01;
+  ro.optim.ema_decay = a.real("ema", 0.999);
+  ro.noise = sigma;
+  ro.state_clip = a.real("state-clip", 0.0);
+  if (rc.guidance) ro.guidance_max = a.real("cfg-max", 3.0);
+  MlpFeatures<B>* fnet = &clf.features;
+  const double fw = a.real("feature-weight", 0.1);
+  RuntimeDistance dist = distance == "mse"       ? wrap(Mse{})
+                         : distance == "l1"      ? wrap(L1{})
+                         : distance == "huber"   ? wrap(Huber{0.1})
+                         : distance == "cosine"  ? wrap(Sum<Mse, Cosine>{{}, {}, 1.0, 0.1})
+                         : distance == "feature" ? wrap(Feature<MlpFeatures<B>, Mse>{fnet})
+                         : distance == "mse+feature"
+                             ? wrap(Sum<Mse, Feature<MlpFeatures<B>, Mse>>{{}, {fnet}, 1.0, fw})
+                             : (a.fail("unknown --distance '" + distance + "'"), RuntimeDistance{});
+  if (a.has("adaptive")) {
+    const RuntimeDistance inner = dist;
+    const double p = a.real("adaptive", 0.5);
+    dist.label = "adaptive(" + inner.label + ")";
+    dist.gradient = [inner, p](const Tensor<B>& x, const Tensor<B>& y, const Tensor<B>& wt) {
+      return inner.grad(x, y, zip(fn::AdaptiveWeight{p, 1e-3}, wt, inner.per_row(x, y)));
+    };
+  }
+
+  Rng head_rng(seed + 12);
+  HiddenAlignment<B> align(rc, head_rng, !a.has("no-head-norm"));
+  NaiveDistillation naive;
+  HiddenDistillation distill;
+  double g_seconds = 0, last_loss = 0;
+  auto train_g = [&](auto& strat) {
+    using S = std::remove_reference_t<decltype(strat)>;
+    ReverseTrainer<TarFlow<B>, Rev, S, RuntimeDistance> trainer(flow, g, strat, ro, dist);
+    Rng rng(seed + 13);
+    Progress progress(steps, "train G");
+    HostMatrix<float> v(batch, 64);
+    std::vector<int> labels(static_cast<std::size_t>(batch));
+    const auto t0 = std::chrono::steady_clock::now();
+    double avg = 0;
+    for (long s = 0; s < steps; ++s) {
+      const Tensor<B> x = from_host<B>(batch_rows(rng, v, labels));
+      const ReverseStepResult r =
+          trainer.step(x, from_host<B>(data::class_condition(labels, kClasses, 0.1, rng)), rng);
+      if (!r.skipped) avg = avg == 0 ? r.loss : 0.98 * avg + 0.02 * r.loss;
+      progress.update(s + 1, avg, "(G loss)");
+    }
+    g_seconds = seconds_since(t0);
+    last_loss = avg;
+    if (trainer.has_ema()) trainer.ema().swap(g);
+  };
+  if (strategy == "naive") train_g(naive);
+  else if (strategy == "distill") train_g(distill);
+  else train_g(align);
+  std::printf("G: %ld stages x %ld bidirectional layers, width %ld, %ld parameters; strategy %s, distance %s, "
+              "denoise %s; %ld steps in %.1f s\n",
+              rc.total_stages(), rc.layers, rc.width, long(parameter_count(g)), strategy.c_str(), dist.label.c_str(),
+              denoise_mode.c_str(), steps, g_seconds);
+
+  // ---- 4. evaluation ------------------------------------------------------------------------------------------
+  const BiFlow bf{flow, g};
+  const double sd = sigma > 0 ? sigma : a_scale / std::sqrt(12.0);
+  // Reconstruction G(F(x)) on the test digits.
+  const Tensor<B> rec = bf.reconstruct(from_host<B>(xte), from_host<B>(cte));
+  const double recon_mse = double((to_host(rec) - xte).squaredNorm()) / double(xte.size());
+
+  std::vector<int> labels(std::size_t(kClasses * kPerClass));
+  for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = int(i / kPerClass);
+  const HostMatrix<float> call = data::one_hot<float>(labels, kClasses + 1);
+  Rng zrng(seed + 3);
+  const HostMatrix<float> zall = to_host(StandardNormal::sample<B>(long(labels.size()), 64, zrng));
+  HostMatrix<float> exact(zall.rows(), 64), learned(zall.rows(), 64);
+  double exact_s = 0, learned_s = 0;
+  for (long r = 0; r < zall.rows(); r += kBatchEval) {
+    const Tensor<B> z = from_host<B>(zall.middleRows(r, kBatchEval)), c = from_host<B>(call.middleRows(r, kBatchEval));
+    auto t0 = std::chrono::steady_clock::now();
+    const Tensor<B> raw = flow.sample(z, c, Guidance<B>{w, false, {}}, false).y;
+    const Tensor<B> ex = denoise(flow, raw, sd, c);
+    exact_s += seconds_since(t0);
+    exact.middleRows(r, kBatchEval) = to_host(ex);
+    t0 = std::chrono::steady_clock::now();
+    Tensor<B> y = w == 0           ? bf.sample(z, c)
+                  : rc.guidance    ? bf.sample(z, c, constant<B>(kBatchEval, 1, float(w)))
+                                   : bf.sample_guided(z, c, w);
+    if (denoise_mode == "score") y = denoise(flow, y, sd, c);
+    learned_s += seconds_since(t0);
+    learned.middleRows(r, kBatchEval) = to_host(y);
+  }
+  exact_s /= double(zall.rows());
+  learned_s /= double(zall.rows());
+  const Quality qe = quality(clf, exact, labels, real), ql = quality(clf, learned, labels, real);
+  const double speedup = exact_s / learned_s;
+  std::printf("reconstruction G(F(x)) on test: MSE %.5f per pixel\n", recon_mse);
+  std::printf("%-34s %10s %10s %14s\n", "1000 samples, 100 per class", "class acc", "digits-FD", "ms/image");
+  std::printf("%-34s %10.4f %10.3f %14.4f\n", "exact inverse + score denoising", qe.acc, qe.fd, 1e3 * exact_s);
+  std::printf("%-34s %10.4f %10.3f %14.4f\n", "learned inverse G (1 pass)", ql.acc, ql.fd, 1e3 * learned_s);
+  std::printf("speedup (batch %ld, %d thread%s): %.1fx; guidance w = %g\n", kBatchEval, cpu::threads(),
+              cpu::threads() > 1 ? "s" : "", speedup, w);
+
+  if (a.has("plot")) {
+    HostMatrix<float> pick(100, 64), pick_l(100, 64);
+    for (int i = 0; i < 100; ++i) {  // 10 per class, same noise for both
+      pick.row(i) = exact.row((i / 10) * kPerClass + i % 10);
+      pick_l.row(i) = learned.row((i / 10) * kPerClass + i % 10);
+    }
+    const examples::Image ge = grid(clamp_pixels(pick), 3), gl = grid(clamp_pixels(pick_l), 3);
+    examples::Image img(2 * ge.w + 20, ge.h);
+    img.paste(ge, 0, 0);
+    img.paste(gl, ge.w + 20, 0);
+    examples::write_png(a.str("plot", ""), img);
+    std::printf("wrote %s (rows: classes 0-9; left: exact inverse + score denoising, right: learned inverse; same "
+                "noise)\n",
+                a.str("plot", "").c_str());
+  }
+  if (a.has("report")) {
+    std::ofstream f(a.str("report", ""));
+    f.precision(8);
+    f << "{\n  \"strategy\": \"" << strategy << "\",\n  \"distance\": \"" << dist.label << "\",\n  \"denoise\": \""
+      << denoise_mode << "\",\n  \"fd_learned\": " << ql.fd << ",\n  \"fd_exact\": " << qe.fd
+      << ",\n  \"acc_learned\": " << ql.acc << ",\n  \"acc_exact\": " << qe.acc << ",\n  \"recon_mse\": " << recon_mse
+      << ",\n  \"seconds_per_image_learned\": " << learned_s << ",\n  \"seconds_per_image_exact\": " << exact_s
+      << ",\n  \"speedup\": " << speedup << ",\n  \"classifier_test_accuracy\": " << clf_acc
+      << ",\n  \"cfg\": " << w << ",\n  \"cfg_mode\": \"" << cfg_mode << "\",\n  \"state_clip\": " << ro.state_clip
+      << ",\n  \"head_norm\": " << (a.has("no-head-norm") ? "false" : "true") << ",\n  \"noise\": " << sigma
+      << ",\n  \"g_params\": " << parameter_count(g) << ",\n  \"f_params\": " << parameter_count(flow)
+      << ",\n  \"g_steps\": " << steps << ",\n  \"g_train_seconds\": " << g_seconds << ",\n  \"g_final_loss\": "
+      << last_loss << ",\n  \"f_train_seconds\": " << flow_seconds << ",\n  \"threads\": " << cpu::threads()
+      << ",\n  \"seed\": " << seed << "\n}\n";
+    if (!f) throw io_error("cannot write report '" + a.str("report", "") + "'");
+  }
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "digits_biflow: %s\n", e.what());
+  return 1;
+}
