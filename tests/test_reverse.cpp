@@ -32,10 +32,8 @@ Tensor<D> cond_rows(const std::vector<int>& labels, long classes) {
 }
 
 /// FD check of G's input and parameter gradients for loss = Σ r⊙out + Σ_j r_j⊙hidden[j] (hidden < S'−1).
-template <template <Backend> class Stage>
-testing::CheckReport check_reverse_grads(ReverseModel<D, Stage> g, const Tensor<D>& z, const Tensor<D>& cond,
-                                         const Tensor<D>& w) {
-  using G = ReverseModel<D, Stage>;
+template <class G>
+testing::CheckReport check_reverse_grads(G g, const Tensor<D>& z, const Tensor<D>& cond, const Tensor<D>& w) {
   Rng rng(7);
   typename G::Context ctx;
   const Tensor<D> out = g.forward(z, cond, w, ctx);
