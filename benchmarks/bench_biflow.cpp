@@ -3,7 +3,7 @@
 //   BM_Learned/<T>/<batch>:      one pass of G (learned denoising stage included)
 //   BM_ReverseTrainStep/<batch>: a whole ReverseTrainer step (F trajectory + G forward/backward + AdamW)
 // F: the digits TARFlow shape (8 blocks x 1 layer, width 64) on 1 x (2·sqrt(T)) x (2·sqrt(T)) images, patch 2;
-// G: 4 stages + denoise stage, 1 bidirectional layer each, width 64. The ratio Exact / Learned at the same T and
+// G: the digits_biflow default, 2 stages + denoise stage, 1 bidirectional layer each, width 64. The ratio Exact / Learned at the same T and
 // batch is the speedup the digits example reports (counters: images/s). Threads: as the environment sets
 // (OMP_NUM_THREADS); docs/performance.md records which.
 #include <benchmark/benchmark.h>
@@ -39,7 +39,7 @@ ReverseConfig reverse_config(long tokens) {
   c.tokens = tokens;
   c.token_dim = 4;
   c.width = 64;
-  c.stages = 4;
+  c.stages = 2;
   c.layers = 1;
   c.heads = 4;
   c.cond_features = 11;
