@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "../flow/sequential.hpp"
 #include "../train/trainer.hpp"
 #include "biflow.hpp"
 #include "distance.hpp"
