@@ -1,11 +1,23 @@
-// io/safetensors.hpp, io/npy.hpp, io/atomic_file.hpp, train/checkpoint.hpp: round trips, dtype conversion, the
+// io/safetensors.hpp, io/npy.hpp, io/atomic_file.hpp, train/checkpoint.hpp, data/finite.hpp: round trips, dtype conversion, the
 // strict loaders' errors, atomic replacement, exact resume.
+#include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <random>
+#include <thread>
+
+#include <sys/wait.h>
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <limits>
+#include <sstream>
 
 #include "helpers.hpp"
 
+#include <biflow/data/csv.hpp>
+#include <biflow/data/finite.hpp>
 #include <biflow/io/npy.hpp>
 #include <biflow/io/safetensors.hpp>
 #include <biflow/train/checkpoint.hpp>
@@ -151,6 +163,48 @@ TEST_CASE("npy round trip keeps values and an N x C x H x W shape reads as N row
   std::remove(path.c_str());
 }
 
+TEST_CASE("a data set with NaN or Inf is refused before training, naming the first bad row and column") {
+  const std::string path = temp_file("nan.npy");
+  HostMatrix<float> m = HostMatrix<float>::Ones(5, 3);
+  m(3, 2) = std::numeric_limits<float>::quiet_NaN();
+  m(4, 0) = -std::numeric_limits<float>::infinity();
+  io::save_npy(path, m);
+  const HostMatrix<float> back = io::load_npy<float>(path);  // reading keeps the values: samples may be anything
+  const std::string e = message<numeric_error>([&] { data::require_finite(back, "latents.npy"); });
+  CHECK(e.find("latents.npy: non-finite value (nan) at row 3, column 2; 2 of 5 rows") != std::string::npos);
+  CHECK(message<numeric_error>([&] { data::require_finite(HostMatrix<double>(m.cast<double>().bottomRows(1)), "x"); })
+            .find("(-inf) at row 0, column 0") != std::string::npos);
+  CHECK_NOTHROW(data::require_finite(HostMatrix<float>(m.topRows(3)), "x"));
+  std::remove(path.c_str());
+}
+
+TEST_CASE("the parsers read from memory with the same checks as from files") {
+  const std::string path = temp_file("mem.npy");
+  HostMatrix<float> m(2, 3);
+  m << 1, 2, 3, 4, 5, 6;
+  io::save_npy(path, m);
+  std::ifstream f(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(f)), {});
+  CHECK(io::parse_npy(bytes).data.cast<float>() == m);
+  CHECK(message<io_error>([&] { io::parse_npy(bytes.substr(0, bytes.size() - 1), "cut.npy"); })
+            .find("needs 24 bytes of <f4 data, the file has 23") != std::string::npos);
+  Rng rng(1);
+  Linear<Cpu<float>> lin(3, 2, rng);
+  const std::string st = temp_file("mem.safetensors");
+  io::save_safetensors(st, lin, {{"k", "v"}});
+  std::ifstream g(st, std::ios::binary);
+  const std::string sb((std::istreambuf_iterator<char>(g)), {});
+  const io::SafeTensorsFile sf = io::parse_safetensors(sb, "lin");
+  CHECK(sf.header.metadata.at("k") == "v");
+  CHECK(sf.matrix<float>("weight", 2, 3) == to_host(lin.weight.value));
+  CHECK(message<io_error>([&] { io::parse_safetensors(sb.substr(0, 7), "lin"); }).find("too short") != std::string::npos);
+  std::istringstream csv("a,b\n1,2\n3,x\n");
+  CHECK(message<io_error>([&] { data::parse_csv(csv, "cells.csv"); }).find("'cells.csv' line 3 column 2: 'x' is not a number") !=
+        std::string::npos);
+  std::remove(path.c_str());
+  std::remove(st.c_str());
+}
+
 TEST_CASE("npy reader names the problem: magic, dtype, Fortran order, truncation, header") {
   const std::string path = temp_file("bad.npy");
   auto err = [&](const std::string& header, std::size_t bytes) {
@@ -248,6 +302,73 @@ TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for b
   tc.ema().swap(fc);
   CHECK(params_of(fc) == params_of(fa));
   std::remove(path.c_str());
+}
+
+TEST_CASE("killing a training run at random moments, also mid-checkpoint-write, never leaves an unreadable checkpoint") {
+  // tests/checkpoint_writer.cpp resumes from the checkpoint, then trains and checkpoints after every step,
+  // printing 'S' as a write starts and 'D' when it is done. Even rounds SIGKILL it at a random moment; odd rounds
+  // wait for a write to start and kill it 0-1.5 ms later, inside the write. After every kill the checkpoint on
+  // disk must load completely, and the run must never go back.
+  const std::string path = temp_file("killed.ckpt");
+  std::remove(path.c_str());
+  std::remove((path + ".tmp").c_str());
+  std::mt19937 gen(20261124);
+  long last_step = 0, loads = 0, mid_write = 0;
+  for (int round = 0; round < 12; ++round) {
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      dup2(fds[1], 1);
+      close(fds[0]);
+      close(fds[1]);
+      execl(BIFLOW_CHECKPOINT_WRITER, BIFLOW_CHECKPOINT_WRITER, path.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(fds[1]);
+    char last = 0, c = 0;
+    if (round % 2 == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(50, 600)(gen)));
+    } else {
+      for (int starts = std::uniform_int_distribution<int>(1, 3)(gen); starts > 0 && read(fds[0], &c, 1) == 1;)
+        if (c == 'S') --starts;
+      std::this_thread::sleep_for(std::chrono::microseconds(std::uniform_int_distribution<int>(0, 1500)(gen)));
+    }
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    while (read(fds[0], &c, 1) == 1) last = c;  // the writer's last word: 'S' = killed inside a write
+    close(fds[0]);
+    if (round % 2 == 1 && last == 0) last = 'S';  // nothing after the 'S' the test waited for
+    mid_write += last == 'S';
+    INFO("round ", round, ": the writer ", WIFEXITED(status) ? "exited with " : "was killed by signal ",
+         WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    CHECK(WIFSIGNALED(status));  // still running when killed: it loaded the previous round's checkpoint
+    if (!std::filesystem::exists(path)) continue;  // killed before its first checkpoint
+    TarFlowConfig cfg;
+    cfg.image = {1, 8, 8, 2};
+    cfg.width = 32;
+    cfg.blocks = 4;
+    cfg.layers = 1;
+    cfg.heads = 2;
+    Rng init(99);
+    TarFlow<Cpu<float>> flow(cfg, init);
+    MleTrainer<TarFlow<Cpu<float>>> trainer(flow, TrainOptions{});
+    Rng data(0);
+    const auto config = load_checkpoint(path, flow, trainer, {{"data", &data}});
+    CHECK(config.at("writer") == "checkpoint_writer");
+    CHECK(trainer.steps() >= last_step);  // progress is never lost
+    last_step = trainer.steps();
+    ++loads;
+  }
+  MESSAGE("12 kills, ", mid_write, " inside a checkpoint write; the checkpoint loaded ", loads,
+          " times; the run reached step ", last_step);
+  CHECK(mid_write >= 4);
+  CHECK(loads >= 10);
+  CHECK(last_step > 0);
+  std::remove(path.c_str());
+  std::remove((path + ".tmp").c_str());
 }
 
 TEST_CASE("a checkpoint of another model or a plain weights file is refused, naming why, and changes nothing") {

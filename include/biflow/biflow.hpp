@@ -45,6 +45,7 @@
 #include "io/npy.hpp"
 #include "io/safetensors.hpp"
 #include "data/csv.hpp"
+#include "data/finite.hpp"
 #include "data/images.hpp"
 #include "data/labels.hpp"
 #include "data/standardize.hpp"

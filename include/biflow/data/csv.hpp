@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <istream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -37,11 +38,8 @@ inline bool parse(const std::string& cell, double& v) {
 }
 }  // namespace csv_detail
 
-/// Reads a numeric CSV. A first line whose cells are not all numbers is taken as a header.
-/// Throws io_error for a missing/empty file, ragged rows, non-numeric cells, and NaN/Inf values.
-inline HostMatrix<double> load_csv(const std::string& path, std::vector<std::string>* header = nullptr) {
-  std::ifstream f(path);
-  if (!f) throw io_error(detail::cat("load_csv: cannot open '", path, "'"));
+/// Parses numeric CSV text from a stream (`path` names it in messages); see load_csv.
+inline HostMatrix<double> parse_csv(std::istream& f, const std::string& path, std::vector<std::string>* header = nullptr) {
   std::vector<double> vals;
   long cols = -1, rows = 0, lineno = 0;
   std::string line;
@@ -81,6 +79,14 @@ inline HostMatrix<double> load_csv(const std::string& path, std::vector<std::str
   HostMatrix<double> m(rows, cols);
   for (long i = 0; i < m.size(); ++i) m.data()[i] = vals[std::size_t(i)];
   return m;
+}
+
+/// Reads a numeric CSV. A first line whose cells are not all numbers is taken as a header.
+/// Throws io_error for a missing/empty file, ragged rows and non-numeric cells, numeric_error for NaN/Inf values.
+inline HostMatrix<double> load_csv(const std::string& path, std::vector<std::string>* header = nullptr) {
+  std::ifstream f(path);
+  if (!f) throw io_error(detail::cat("load_csv: cannot open '", path, "'"));
+  return parse_csv(f, path, header);
 }
 
 /// Writes rows as CSV (no header unless given).

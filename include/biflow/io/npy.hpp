@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "../backend/tensor.hpp"
@@ -48,33 +49,31 @@ inline std::string field(const std::string& h, const std::string& key, const std
 }
 }  // namespace npy_detail
 
-inline NpyArray read_npy(const std::string& path, std::uint64_t max_bytes = std::uint64_t(1) << 36) {
+/// Parses .npy bytes held in memory; `path` names the source in messages.
+inline NpyArray parse_npy(std::string_view bytes, const std::string& path = "<memory>",
+                          std::uint64_t max_bytes = std::uint64_t(1) << 36) {
   static_assert(std::endian::native == std::endian::little, "biflow's npy I/O assumes a little-endian host");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw io_error(detail::cat("npy: cannot open '", path, "'"));
-  f.seekg(0, std::ios::end);
-  const std::uint64_t size = std::uint64_t(f.tellg());
-  f.seekg(0);
-  char magic[8] = {};
-  f.read(magic, 8);
-  if (size < 10 || std::memcmp(magic, "\x93NUMPY", 6) != 0) npy_detail::fail(path, "not an .npy file (bad magic)");
-  const int major = static_cast<unsigned char>(magic[6]);
-  std::uint64_t hlen = 0;
+  const std::uint64_t size = bytes.size();
+  if (size < 10 || std::memcmp(bytes.data(), "\x93NUMPY", 6) != 0) npy_detail::fail(path, "not an .npy file (bad magic)");
+  const int major = static_cast<unsigned char>(bytes[6]);
+  std::uint64_t hlen = 0, hstart = 0;
   if (major == 1) {
     std::uint16_t h16 = 0;
-    f.read(reinterpret_cast<char*>(&h16), 2);
+    std::memcpy(&h16, bytes.data() + 8, 2);
     hlen = h16;
+    hstart = 10;
   } else if (major == 2 || major == 3) {
+    if (size < 12) npy_detail::fail(path, "header runs past the end of the file");
     std::uint32_t h32 = 0;
-    f.read(reinterpret_cast<char*>(&h32), 4);
+    std::memcpy(&h32, bytes.data() + 8, 4);
     hlen = h32;
+    hstart = 12;
   } else {
     npy_detail::fail(path, detail::cat("unsupported format version ", major));
   }
-  const std::uint64_t data_start = std::uint64_t(f.tellg()) + hlen;
-  if (!f || data_start > size) npy_detail::fail(path, "header runs past the end of the file");
-  std::string h(hlen, '\0');
-  f.read(h.data(), std::streamsize(hlen));
+  const std::uint64_t data_start = hstart + hlen;
+  if (data_start > size) npy_detail::fail(path, "header runs past the end of the file");
+  const std::string h(bytes.substr(hstart, hlen));
   NpyArray out;
   std::string descr = npy_detail::field(h, "descr", path);
   if (descr.size() >= 2 && (descr.front() == '\'' || descr.front() == '"')) descr = descr.substr(1, descr.size() - 2);
@@ -106,22 +105,34 @@ inline NpyArray read_npy(const std::string& path, std::uint64_t max_bytes = std:
     npy_detail::fail(path, detail::cat("shape ", shape, " needs ", count * es, " bytes of ", descr, " data, the file has ",
                                        size - data_start));
   const long rows = out.shape.empty() ? 1 : out.shape[0];
-  const long cols = rows == 0 ? 0 : long(count) / (rows == 0 ? 1 : rows);
+  const long cols = rows == 0 ? 0 : long(count) / rows;
   out.data.resize(rows, cols);
-  f.seekg(std::streamoff(data_start));
-  std::vector<char> buf(count * es);
-  f.read(buf.data(), std::streamsize(buf.size()));
-  if (!f) npy_detail::fail(path, "read failed");
+  const char* p = bytes.data() + data_start;
   for (std::uint64_t i = 0; i < count; ++i) {
     if (es == 4) {
       float v;
-      std::memcpy(&v, buf.data() + 4 * i, 4);
+      std::memcpy(&v, p + 4 * i, 4);
       out.data.data()[i] = v;
     } else {
-      std::memcpy(out.data.data() + i, buf.data() + 8 * i, 8);
+      std::memcpy(out.data.data() + i, p + 8 * i, 8);
     }
   }
   return out;
+}
+
+/// Reads an .npy file (format 1.0/2.0/3.0; see the file comment for what is accepted).
+inline NpyArray read_npy(const std::string& path, std::uint64_t max_bytes = std::uint64_t(1) << 36) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw io_error(detail::cat("npy: cannot open '", path, "'"));
+  f.seekg(0, std::ios::end);
+  const std::uint64_t size = std::uint64_t(f.tellg());
+  if (size > max_bytes + (std::uint64_t(1) << 32))
+    npy_detail::fail(path, detail::cat("file of ", size, " bytes exceeds the limit of ", max_bytes, " bytes of data"));
+  f.seekg(0);
+  std::string bytes(size, '\0');
+  f.read(bytes.data(), std::streamsize(size));
+  if (!f) npy_detail::fail(path, "read failed");
+  return parse_npy(bytes, path, max_bytes);
 }
 
 /// Reads an .npy array as a rows x cols matrix of T (see read_npy for the shapes accepted).

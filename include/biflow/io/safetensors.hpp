@@ -16,6 +16,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "../core/parameter.hpp"
@@ -244,28 +245,20 @@ struct SafeTensorsFile {
   }
 };
 
-inline SafeTensorsFile read_safetensors(const std::string& path, std::uint64_t max_header = 100u << 20) {
-  static_assert(std::endian::native == std::endian::little, "biflow's safetensors I/O assumes a little-endian host");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw io_error(detail::cat("safetensors: cannot open '", path, "'"));
-  f.seekg(0, std::ios::end);
-  const std::uint64_t size = std::uint64_t(f.tellg());
-  f.seekg(0);
+namespace st_detail {
+inline void check_header_length(std::uint64_t n, std::uint64_t size, std::uint64_t max_header, const std::string& path) {
   if (size < 8) throw io_error(detail::cat("safetensors '", path, "': file has ", size, " bytes, too short for a header"));
-  std::uint64_t n = 0;
-  f.read(reinterpret_cast<char*>(&n), 8);
   if (n > max_header || n > size - 8)
     throw io_error(detail::cat("safetensors '", path, "': header length ", n, " exceeds ",
                                n > max_header ? "the limit of " : "the file's remaining ",
                                n > max_header ? max_header : size - 8, " bytes"));
-  std::string js(n, '\0');
-  f.read(js.data(), std::streamsize(n));
-  SafeTensorsFile out{st_detail::Parser(js, path).parse(), std::vector<char>(size - 8 - n), path};
-  f.read(out.data.data(), std::streamsize(out.data.size()));
-  if (!f) throw io_error(detail::cat("safetensors '", path, "': read failed"));
+}
+/// Every tensor's dtype known, shape sane, byte range inside the data section and disjoint from the others.
+inline void check_ranges(const SafeTensorsFile& out) {
+  const std::string& path = out.path;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
   for (const auto& [name, e] : out.header.tensors) {
-    const std::size_t es = st_detail::dtype_size(e.dtype);
+    const std::size_t es = dtype_size(e.dtype);
     if (es == 0)
       throw io_error(detail::cat("safetensors '", path, "': tensor '", name, "' has dtype ", e.dtype,
                                  "; biflow reads F32, F64, F16 and BF16"));
@@ -285,6 +278,39 @@ inline SafeTensorsFile read_safetensors(const std::string& path, std::uint64_t m
   for (std::size_t i = 1; i < ranges.size(); ++i)
     if (ranges[i].first < ranges[i - 1].second)
       throw io_error(detail::cat("safetensors '", path, "': tensor data ranges overlap at byte ", ranges[i].first));
+}
+}  // namespace st_detail
+
+/// Reads and validates a safetensors file (see the file comment for what is checked).
+inline SafeTensorsFile read_safetensors(const std::string& path, std::uint64_t max_header = 100u << 20) {
+  static_assert(std::endian::native == std::endian::little, "biflow's safetensors I/O assumes a little-endian host");
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw io_error(detail::cat("safetensors: cannot open '", path, "'"));
+  f.seekg(0, std::ios::end);
+  const std::uint64_t size = std::uint64_t(f.tellg());
+  f.seekg(0);
+  std::uint64_t n = 0;
+  if (size >= 8) f.read(reinterpret_cast<char*>(&n), 8);
+  st_detail::check_header_length(n, size, max_header, path);
+  std::string js(n, '\0');
+  f.read(js.data(), std::streamsize(n));
+  SafeTensorsFile out{st_detail::Parser(js, path).parse(), std::vector<char>(size - 8 - n), path};
+  f.read(out.data.data(), std::streamsize(out.data.size()));
+  if (!f) throw io_error(detail::cat("safetensors '", path, "': read failed"));
+  st_detail::check_ranges(out);
+  return out;
+}
+
+/// The same from bytes in memory (a download, an archive member); `name` stands for the path in messages.
+inline SafeTensorsFile parse_safetensors(std::string_view bytes, const std::string& name = "<memory>",
+                                         std::uint64_t max_header = 100u << 20) {
+  static_assert(std::endian::native == std::endian::little, "biflow's safetensors I/O assumes a little-endian host");
+  std::uint64_t n = 0;
+  if (bytes.size() >= 8) std::memcpy(&n, bytes.data(), 8);
+  st_detail::check_header_length(n, bytes.size(), max_header, name);
+  SafeTensorsFile out{st_detail::Parser(std::string(bytes.substr(8, n)), name).parse(),
+                      std::vector<char>(bytes.begin() + std::ptrdiff_t(8 + n), bytes.end()), name};
+  st_detail::check_ranges(out);
   return out;
 }
 

@@ -1,0 +1,40 @@
+// Helper process for test_io's kill test: a training run that resumes from the checkpoint at argv[1] when one
+// exists, then trains and writes a checkpoint after every step until it is killed. It prints 'S' to stdout as
+// a checkpoint write starts and 'D' when it is done, so the test can kill it inside writes.
+#include <cstdio>
+#include <filesystem>
+
+#include <biflow/biflow.hpp>
+
+using namespace biflow;
+
+int main(int argc, char** argv) try {
+  if (argc != 2) return 2;
+  TarFlowConfig cfg;  // a checkpoint (parameters, AdamW moments, EMA) of ~1 MB: with fsync, writing is most of each step
+  cfg.image = {1, 8, 8, 2};
+  cfg.width = 32;
+  cfg.blocks = 4;
+  cfg.layers = 1;
+  cfg.heads = 2;
+  Rng init(1);
+  TarFlow<Cpu<float>> flow(cfg, init);
+  TrainOptions o;
+  o.ema_decay = 0.99;
+  o.verbose = false;
+  MleTrainer<TarFlow<Cpu<float>>> trainer(flow, o);
+  Rng data(7);
+  if (std::filesystem::exists(argv[1])) load_checkpoint(argv[1], flow, trainer, {{"data", &data}});
+  for (;;) {
+    Tensor<Cpu<float>> x(16, 64);
+    fill_normal(x, data, 0.0f, 0.5f);
+    trainer.step(x);
+    std::fputc('S', stdout);
+    std::fflush(stdout);
+    save_checkpoint(argv[1], flow, trainer, {{"data", &data}}, {{"writer", "checkpoint_writer"}});
+    std::fputc('D', stdout);
+    std::fflush(stdout);
+  }
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "checkpoint_writer: %s\n", e.what());
+  return 3;
+}
