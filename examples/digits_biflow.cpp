@@ -36,7 +36,8 @@ constexpr const char* kUsage =
     "                              [--g-layers 1] [--strategy naive|distill|align] [--distance mse|l1|huber|cosine|\n"
     "                              feature|mse+feature] [--feature-weight 0.1] [--adaptive P] [--denoise learned|score|none]\n"
     "                              [--state-clip 0] [--no-head-norm] [--cfg 0] [--cfg-mode train|inference]\n"
-    "                              [--cfg-max 3] [--ema 0.999]\n"
+    "                              [--cfg-max 3] [--ema 0.999] [--g-seed SEED]\n"
+    "                              [--sample-pool 0] [--pool-fraction 0.5]\n"
     "  F: --blocks causal TARFlow blocks trained with noise augmentation --noise (sigma, pixel units in [-1, 1]).\n"
     "  G: --stages bidirectional transformer stages of --g-layers layers, trained with F frozen by\n"
     "     naive distillation, hidden distillation (G's stage states forced into input space) or hidden alignment\n"
@@ -46,9 +47,12 @@ constexpr const char* kUsage =
     "     (feature = penultimate features of a second classifier, not the evaluator); --adaptive P reweights by\n"
     "     1/(D + 1e-3)^P. --cfg w samples with classifier-free guidance w: F guides every decoding step, G either\n"
     "     takes w as an input (--cfg-mode train, trained on w ~ U(0, --cfg-max)) or runs twice (inference).\n"
+    "     --sample-pool N mixes N of F's own samples (exact inverse + score denoising) into G's batches\n"
+    "     (--pool-fraction of each batch) as extra data, so G also trains where z ~ N(0, I) lands.\n"
     "  Evaluation: 1000 samples (100 per class) from N(0, I), clamped to [-1, 1]; class accuracy and Frechet\n"
-    "  distance of the classifier's features against all 1797 digits (digits-FD), for G and for F's exact\n"
-    "  inverse + score denoising; speed at batch 100.";
+    "  distance of the classifier's features against all 1797 digits (digits-FD), for G and for F's exact inverse\n"
+    "  + score denoising; also with samples quantised to the 17 grey levels, and against the test digits only.\n"
+    "  Speed at batch 100.";
 
 constexpr long kClasses = 10, kTrain = 1500, kPerClass = 100, kBatchEval = 100;
 
@@ -88,13 +92,23 @@ examples::Image grid(const HostMatrix<float>& x, int scale) {
 
 HostMatrix<float> clamp_pixels(HostMatrix<float> x) { return x.cwiseMax(-1.0f).cwiseMin(1.0f); }
 
+/// Sample quality as the evaluator sees it (docs/experiments.md, "Protocol").
 struct Quality {
-  double acc = 0, fd = 0;
+  double acc = 0, fd = 0;  ///< samples clamped to [-1, 1] against all digits, dequantised (the shared protocol)
+  double acc_q = 0, fd_q = 0;  ///< samples quantised to the data's grey levels against all digits as stored
+  double fd_test = 0;      ///< clamped samples against the held-out test digits only (dequantised)
+};
+/// The evaluator's reference feature statistics.
+struct Reference {
+  GaussianFit all, all_discrete, test;
 };
 Quality quality(const MlpClassifier<B>& clf, const HostMatrix<float>& samples, const std::vector<int>& labels,
-                const GaussianFit& real) {
-  const Tensor<B> s = from_host<B>(clamp_pixels(samples));
-  return {clf.accuracy(s, labels), frechet_distance(gaussian_fit(to_host(clf.feature_rows(s))), real)};
+                const Reference& real, long levels) {
+  const HostMatrix<float> xc = clamp_pixels(samples);
+  const Tensor<B> c = from_host<B>(xc), q = from_host<B>(data::level_centers(data::quantize(xc, levels), levels));
+  const GaussianFit fc = gaussian_fit(to_host(clf.feature_rows(c))), fq = gaussian_fit(to_host(clf.feature_rows(q)));
+  return {clf.accuracy(c, labels), frechet_distance(fc, real.all), clf.accuracy(q, labels),
+          frechet_distance(fq, real.all_discrete), frechet_distance(fc, real.test)};
 }
 
 }  // namespace
@@ -104,13 +118,15 @@ int main(int argc, char** argv) try {
                    {"data", "seed", "report", "plot", "flow-steps", "blocks", "flow-layers", "width", "noise",
                     "load-flow", "save-flow", "steps", "batch", "lr", "g-width", "stages", "g-layers", "strategy",
                     "distance", "feature-weight", "adaptive", "denoise", "state-clip", "cfg", "cfg-mode", "cfg-max",
-                    "ema", "heads"},
+                    "ema", "heads", "g-seed", "sample-pool", "pool-fraction"},
                    {"no-head-norm"});
   cpu::keep_heap_pages();
   const data::LabeledImages all = data::load_digits(a.str("data", BIFLOW_DATA_DIR "/digits.csv"));
   if (all.rows() <= kTrain) a.fail("the digits file needs more than 1500 rows (1500 train + test)");
   const data::LabeledImages train = all.slice(0, kTrain), test = all.slice(kTrain, all.rows() - kTrain);
   const std::uint64_t seed = std::uint64_t(a.integer("seed", 0));
+  // G's own seed (initialisation, batches, noise), so G's training noise can be measured against one frozen F.
+  const std::uint64_t gseed = std::uint64_t(a.integer("g-seed", long(seed)));
   const double sigma = a.real("noise", 0.05), w = a.real("cfg", 0.0);
   const std::string strategy = a.str("strategy", "align"), distance = a.str("distance", "mse"),
                     denoise_mode = a.str("denoise", "learned"), cfg_mode = a.str("cfg-mode", "train");
@@ -209,7 +225,8 @@ int main(int argc, char** argv) try {
   MlpClassifier<B> feat_clf = distance.find("feature") != std::string::npos ? train_classifier({64, 96, 48, 10}, 4242)
                                                                            : MlpClassifier<B>{};
   const double clf_acc = clf.accuracy(from_host<B>(xte), test.labels);
-  const GaussianFit real = gaussian_fit(to_host(clf.feature_rows(from_host<B>(xall))));
+  auto fit = [&](const HostMatrix<float>& x) { return gaussian_fit(to_host(clf.feature_rows(from_host<B>(x)))); };
+  const Reference real{fit(xall), fit(data::level_centers(all.pixels, all.levels)), fit(xte)};
   std::printf("classifier 64-128-64-10: test accuracy %.4f\n", clf_acc);
 
   // ---- 3. the learned reverse model G -----------------------------------------------------------------------------
@@ -224,7 +241,7 @@ int main(int argc, char** argv) try {
   rc.guidance = w != 0 && cfg_mode == "train";
   rc.bottleneck = strategy == "distill";
   rc.denoise_stage = denoise_mode == "learned";
-  Rng ginit(seed + 11);
+  Rng ginit(gseed + 11);
   Rev g(rc, ginit);
 
   ReverseTrainOptions ro;
@@ -257,22 +274,52 @@ int main(int argc, char** argv) try {
     };
   }
 
-  Rng head_rng(seed + 12);
+  Rng head_rng(gseed + 12);
   HiddenAlignment<B> align(rc, head_rng, !a.has("no-head-norm"));
   NaiveDistillation naive;
   HiddenDistillation distill;
   double g_seconds = 0, last_loss = 0;
+  const double sd = sigma > 0 ? sigma : a_scale / std::sqrt(12.0);  // the noise the denoiser removes
+  // Optional pool of F's own samples (exact inverse + score denoising) mixed into G's batches as extra "data":
+  // re-noised, they map under F to z spread like N(0, I), where G is used, and not only near F(training digits).
+  const long pool_n = a.integer("sample-pool", 0);
+  const double pool_frac = a.real("pool-fraction", pool_n > 0 ? 0.5 : 0.0);
+  HostMatrix<float> pool(pool_n, 64);
+  std::vector<int> pool_labels(static_cast<std::size_t>(pool_n));
+  double pool_seconds = 0;
+  if (pool_n > 0) {
+    const auto t0 = std::chrono::steady_clock::now();
+    Rng prng(gseed + 14);
+    for (auto& l : pool_labels) l = int(prng.below(kClasses));
+    const HostMatrix<float> pc = data::one_hot<float>(pool_labels, kClasses + 1);
+    const HostMatrix<float> pz = to_host(StandardNormal::sample<B>(pool_n, 64, prng));
+    for (long r = 0; r < pool_n; r += kBatchEval) {
+      const long n = std::min(kBatchEval, pool_n - r);
+      const Tensor<B> c = from_host<B>(pc.middleRows(r, n));
+      pool.middleRows(r, n) = to_host(denoise(flow, flow.sample(from_host<B>(pz.middleRows(r, n)), c, {}, false).y, sd, c));
+    }
+    pool_seconds = seconds_since(t0);
+    std::printf("G's sample pool: %ld exact-inverse samples of F in %.1f s, %.0f%% of each batch\n", pool_n,
+                pool_seconds, 100 * pool_frac);
+  }
   auto train_g = [&](auto& strat) {
     using S = std::remove_reference_t<decltype(strat)>;
     ReverseTrainer<TarFlow<B>, Rev, S, RuntimeDistance> trainer(flow, g, strat, ro, dist);
-    Rng rng(seed + 13);
+    Rng rng(gseed + 13);
     Progress progress(steps, "train G");
     HostMatrix<float> v(batch, 64);
     std::vector<int> labels(static_cast<std::size_t>(batch));
     const auto t0 = std::chrono::steady_clock::now();
     double avg = 0;
     for (long s = 0; s < steps; ++s) {
-      const Tensor<B> x = from_host<B>(batch_rows(rng, v, labels));
+      HostMatrix<float> xb = batch_rows(rng, v, labels);
+      for (long i = 0; pool_n > 0 && i < batch; ++i)
+        if (rng.uniform() < pool_frac) {
+          const long r = long(rng.below(std::uint64_t(pool_n)));
+          xb.row(i) = pool.row(r);
+          labels[std::size_t(i)] = pool_labels[std::size_t(r)];
+        }
+      const Tensor<B> x = from_host<B>(xb);
       const ReverseStepResult r =
           trainer.step(x, from_host<B>(data::class_condition(labels, kClasses, 0.1, rng)), rng);
       if (!r.skipped) avg = avg == 0 ? r.loss : 0.98 * avg + 0.02 * r.loss;
@@ -292,7 +339,6 @@ int main(int argc, char** argv) try {
 
   // ---- 4. evaluation ------------------------------------------------------------------------------------------
   const BiFlow bf{flow, g};
-  const double sd = sigma > 0 ? sigma : a_scale / std::sqrt(12.0);
   // Reconstruction G(F(x)) on the test digits.
   const Tensor<B> rec = bf.reconstruct(from_host<B>(xte), from_host<B>(cte));
   const double recon_mse = double((to_host(rec) - xte).squaredNorm()) / double(xte.size());
@@ -302,7 +348,7 @@ int main(int argc, char** argv) try {
   const HostMatrix<float> call = data::one_hot<float>(labels, kClasses + 1);
   Rng zrng(seed + 3);
   const HostMatrix<float> zall = to_host(StandardNormal::sample<B>(long(labels.size()), 64, zrng));
-  HostMatrix<float> exact(zall.rows(), 64), learned(zall.rows(), 64);
+  HostMatrix<float> exact(zall.rows(), 64), exact_raw(zall.rows(), 64), learned(zall.rows(), 64);
   double exact_s = 0, learned_s = 0;
   for (long r = 0; r < zall.rows(); r += kBatchEval) {
     const Tensor<B> z = from_host<B>(zall.middleRows(r, kBatchEval)), c = from_host<B>(call.middleRows(r, kBatchEval));
@@ -311,6 +357,7 @@ int main(int argc, char** argv) try {
     const Tensor<B> ex = denoise(flow, raw, sd, c);
     exact_s += seconds_since(t0);
     exact.middleRows(r, kBatchEval) = to_host(ex);
+    exact_raw.middleRows(r, kBatchEval) = to_host(raw);
     t0 = std::chrono::steady_clock::now();
     Tensor<B> y = w == 0           ? bf.sample(z, c)
                   : rc.guidance    ? bf.sample(z, c, constant<B>(kBatchEval, 1, float(w)))
@@ -321,12 +368,26 @@ int main(int argc, char** argv) try {
   }
   exact_s /= double(zall.rows());
   learned_s /= double(zall.rows());
-  const Quality qe = quality(clf, exact, labels, real), ql = quality(clf, learned, labels, real);
+  const Quality qe = quality(clf, exact, labels, real, all.levels), ql = quality(clf, learned, labels, real, all.levels);
+  // Yardsticks: the exact inverse without denoising, and the held-out digits themselves judged like samples.
+  const Quality qr = quality(clf, exact_raw, labels, real, all.levels),
+                qt = quality(clf, xte, test.labels, real, all.levels);
   const double speedup = exact_s / learned_s;
-  std::printf("reconstruction G(F(x)) on test: MSE %.5f per pixel\n", recon_mse);
-  std::printf("%-34s %10s %10s %14s\n", "1000 samples, 100 per class", "class acc", "digits-FD", "ms/image");
-  std::printf("%-34s %10.4f %10.3f %14.4f\n", "exact inverse + score denoising", qe.acc, qe.fd, 1e3 * exact_s);
-  std::printf("%-34s %10.4f %10.3f %14.4f\n", "learned inverse G (1 pass)", ql.acc, ql.fd, 1e3 * learned_s);
+  // How far G is from F^-1 where it is used: on z ~ N(0, I), not on F(test digits).
+  const double sample_mse = double((clamp_pixels(learned) - clamp_pixels(exact)).squaredNorm()) / double(exact.size());
+  std::printf("reconstruction G(F(x)) on test: MSE %.5f per pixel; G(z) vs exact inverse on the samples: MSE %.5f\n",
+              recon_mse, sample_mse);
+  std::printf("%-34s %9s %10s %11s %11s %10s\n", "1000 samples, 100 per class", "class acc", "digits-FD",
+              "FD 17-level", "FD vs test", "ms/image");
+  auto row = [](const char* name, const Quality& q, double sec) {
+    std::printf("%-34s %9.4f %10.3f %11.3f %11.3f", name, q.acc, q.fd, q.fd_q, q.fd_test);
+    if (sec > 0) std::printf(" %10.4f", 1e3 * sec);
+    std::printf("\n");
+  };
+  row("exact inverse + score denoising", qe, exact_s);
+  row("learned inverse G (1 pass)", ql, learned_s);
+  row("exact inverse, no denoising", qr, 0);
+  row("held-out test digits", qt, 0);
   std::printf("speedup (batch %ld, %d thread%s): %.1fx; guidance w = %g\n", kBatchEval, cpu::threads(),
               cpu::threads() > 1 ? "s" : "", speedup, w);
 
@@ -350,15 +411,21 @@ int main(int argc, char** argv) try {
     f.precision(8);
     f << "{\n  \"strategy\": \"" << strategy << "\",\n  \"distance\": \"" << dist.label << "\",\n  \"denoise\": \""
       << denoise_mode << "\",\n  \"fd_learned\": " << ql.fd << ",\n  \"fd_exact\": " << qe.fd
-      << ",\n  \"acc_learned\": " << ql.acc << ",\n  \"acc_exact\": " << qe.acc << ",\n  \"recon_mse\": " << recon_mse
+      << ",\n  \"fd_learned_quantised\": " << ql.fd_q << ",\n  \"fd_exact_quantised\": " << qe.fd_q
+      << ",\n  \"acc_learned_quantised\": " << ql.acc_q << ",\n  \"acc_exact_quantised\": " << qe.acc_q
+      << ",\n  \"fd_learned_vs_test\": " << ql.fd_test << ",\n  \"fd_exact_vs_test\": " << qe.fd_test
+      << ",\n  \"fd_exact_no_denoise\": " << qr.fd << ",\n  \"acc_exact_no_denoise\": " << qr.acc
+      << ",\n  \"fd_test_digits\": " << qt.fd << ",\n  \"fd_test_digits_vs_test\": " << qt.fd_test
+      << ",\n  \"acc_learned\": " << ql.acc << ",\n  \"acc_exact\": " << qe.acc << ",\n  \"recon_mse\": " << recon_mse << ",\n  \"sample_mse_learned_vs_exact\": " << sample_mse
       << ",\n  \"seconds_per_image_learned\": " << learned_s << ",\n  \"seconds_per_image_exact\": " << exact_s
       << ",\n  \"speedup\": " << speedup << ",\n  \"classifier_test_accuracy\": " << clf_acc
       << ",\n  \"cfg\": " << w << ",\n  \"cfg_mode\": \"" << cfg_mode << "\",\n  \"state_clip\": " << ro.state_clip
       << ",\n  \"head_norm\": " << (a.has("no-head-norm") ? "false" : "true") << ",\n  \"noise\": " << sigma
       << ",\n  \"g_params\": " << parameter_count(g) << ",\n  \"f_params\": " << parameter_count(flow)
-      << ",\n  \"g_steps\": " << steps << ",\n  \"g_train_seconds\": " << g_seconds << ",\n  \"g_final_loss\": "
+      << ",\n  \"sample_pool\": " << pool_n << ",\n  \"pool_fraction\": " << pool_frac
+      << ",\n  \"pool_seconds\": " << pool_seconds << ",\n  \"g_steps\": " << steps << ",\n  \"g_train_seconds\": " << g_seconds << ",\n  \"g_final_loss\": "
       << last_loss << ",\n  \"f_train_seconds\": " << flow_seconds << ",\n  \"threads\": " << cpu::threads()
-      << ",\n  \"seed\": " << seed << "\n}\n";
+      << ",\n  \"seed\": " << seed << ",\n  \"g_seed\": " << gseed << "\n}\n";
     if (!f) throw io_error("cannot write report '" + a.str("report", "") + "'");
   }
   return 0;

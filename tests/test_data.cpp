@@ -1,6 +1,7 @@
 // Toy sets, CSV input (including bad files), standardisation, labelled images (data/images.hpp).
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 
 #include "helpers.hpp"
@@ -91,7 +92,7 @@ TEST_CASE("one_hot (data/labels.hpp) encodes labels and names a label out of ran
 
 // ---- data/images.hpp ----------------------------------------------------------------------------------------
 
-TEST_CASE("labelled images load with validation and dequantise into [-1, 1) within each pixel's bin") {
+TEST_CASE("labelled images load with validation, dequantise into [-1, 1) within each pixel's bin and quantise back") {
   const std::string path = (std::filesystem::temp_directory_path() / "biflow_test_images.csv").string();
   {
     std::ofstream f(path);
@@ -109,6 +110,15 @@ TEST_CASE("labelled images load with validation and dequantise into [-1, 1) with
     CHECK(x.data()[i] < lo + 2.0f / 17.0f + 1e-6f);
   }
   CHECK(data::dequantize_scale(17) == doctest::Approx(2.0 / 17.0));
+  // quantize undoes dequantize; bin centres map back to their level; out-of-range values clamp to the end levels.
+  CHECK(data::quantize(x, 17) == d.pixels);
+  CHECK(data::quantize(data::level_centers(d.pixels, 17), 17) == d.pixels);
+  HostMatrix<float> far(1, 2);
+  far << -3.0f, 2.5f;
+  CHECK(data::quantize(far, 17)(0, 0) == 0.0f);
+  CHECK(data::quantize(far, 17)(0, 1) == 16.0f);
+  far(0, 1) = std::numeric_limits<float>::quiet_NaN();
+  CHECK_THROWS_WITH(data::quantize(far, 17), doctest::Contains("value 1 is nan"));
   CHECK(d.slice(1, 1).labels == std::vector<int>{0});
   {
     std::ofstream f(path);

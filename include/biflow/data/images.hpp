@@ -1,6 +1,7 @@
 #pragma once
 // Quantised images with class labels (e.g. the vendored 8x8 digits): loading with validation, and uniform
 // dequantisation to [-1, 1], the continuous data a flow's density (and bits/dim) is defined on.
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -56,5 +57,26 @@ inline HostMatrix<float> dequantize(const HostMatrix<float>& v, long levels, Rng
   return x;
 }
 inline double dequantize_scale(long levels) { return 2.0 / double(levels); }
+
+/// The inverse of dequantize for generated samples: each value of x in [-1, 1] (values outside are clamped) goes
+/// to its level v in 0 .. levels-1 (the bin it falls in), returned as the level, not the pixel value. Samples are
+/// quantised like this before evaluation, as generated images are to 8 bits before FID: the dequantisation noise
+/// is not part of the data.
+inline HostMatrix<float> quantize(const HostMatrix<float>& x, long levels) {
+  if (levels < 2) throw usage_error(detail::cat("quantize: levels must be at least 2, got ", levels));
+  HostMatrix<float> v(x.rows(), x.cols());
+  const double s = 2.0 / double(levels);
+  for (long i = 0; i < x.size(); ++i) {
+    const double xi = double(x.data()[i]);
+    if (!std::isfinite(xi))
+      throw usage_error(detail::cat("quantize: value ", i, " is ", xi, "; samples must be finite"));
+    v.data()[i] = float(std::clamp(std::floor((xi + 1.0) / s), 0.0, double(levels - 1)));
+  }
+  return v;
+}
+/// Level v → the centre of its bin in [-1, 1]: 2·(v + 1/2)/levels − 1.
+inline HostMatrix<float> level_centers(const HostMatrix<float>& v, long levels) {
+  return ((v.array() + 0.5f) * float(2.0 / double(levels)) - 1.0f).matrix();
+}
 
 }  // namespace biflow::data

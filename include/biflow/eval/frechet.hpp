@@ -5,6 +5,7 @@
 #include "../core/config.hpp"  // before Eigen (threading settings)
 
 #include <Eigen/Dense>
+#include <algorithm>
 #include <cmath>
 
 #include "../backend/tensor.hpp"
@@ -39,7 +40,8 @@ inline double frechet_distance(const GaussianFit& a, const GaussianFit& b) {
   const Eigen::MatrixXd m = sa * b.cov * sa;
   Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> em(0.5 * (m + m.transpose()), Eigen::EigenvaluesOnly);
   const double tr_sqrt = em.eigenvalues().cwiseMax(0.0).cwiseSqrt().sum();
-  return (a.mean - b.mean).squaredNorm() + a.cov.trace() + b.cov.trace() - 2.0 * tr_sqrt;
+  // >= 0 in exact arithmetic; identical inputs can round to a tiny negative number.
+  return std::max(0.0, (a.mean - b.mean).squaredNorm() + a.cov.trace() + b.cov.trace() - 2.0 * tr_sqrt);
 }
 
 template <class T>
