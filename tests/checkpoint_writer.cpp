@@ -6,18 +6,14 @@
 
 #include <biflow/biflow.hpp>
 
+#include "checkpoint_writer.hpp"
+
 using namespace biflow;
 
 int main(int argc, char** argv) try {
   if (argc != 2) return 2;
-  TarFlowConfig cfg;  // a checkpoint (parameters, AdamW moments, EMA) of ~1 MB: with fsync, writing is most of each step
-  cfg.image = {1, 8, 8, 2};
-  cfg.width = 32;
-  cfg.blocks = 4;
-  cfg.layers = 1;
-  cfg.heads = 2;
   Rng init(1);
-  TarFlow<Cpu<float>> flow(cfg, init);
+  TarFlow<Cpu<float>> flow(tests::checkpoint_writer_config(), init);
   TrainOptions o;
   o.ema_decay = 0.99;
   o.verbose = false;
