@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -22,10 +23,16 @@ static const char* kUsage =
     "usage: toy_density [--data moons|8gaussians|checkerboard|rings|FILE.csv] [--test FILE.csv]\n"
     "                   [--model realnvp|maf] [--layers 8] [--hidden 64] [--steps 3000] [--batch 256]\n"
     "                   [--lr 1e-3] [--seed 0] [--report out.json] [--plot out.png] [--reverse-steps 0]\n"
+    "                   [--save F.safetensors] [--load F.safetensors] [--checkpoint run.ckpt]\n"
+    "                   [--checkpoint-every 500] [--resume run.ckpt] [--stop-after N]\n"
     "Built-in sets: 10000 training and 5000 test points (test seed fixed). CSV without --test: last 20% is test.\n"
     "--reverse-steps N > 0: then freeze the flow and train a learned inverse G (BiFlow: residual-MLP stages, hidden\n"
     "alignment) for N steps; report G(F(x)) ~ x on test, the flow's NLL of G's samples vs of exact samples, and the\n"
-    "time to sample the test set both ways.";
+    "time to sample the test set both ways.\n"
+    "--save writes the trained flow's weights (safetensors); --load starts from them (same --model/--layers/--hidden;\n"
+    "with --steps 0 it only evaluates). --checkpoint writes parameters, optimizer, EMA, step and data RNG every\n"
+    "--checkpoint-every steps (atomically); --resume continues such a run exactly where it stopped; --stop-after N\n"
+    "ends training after step N (as if interrupted).";
 
 namespace {
 
@@ -52,11 +59,25 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
 
   TrainOptions o;
   o.lr = a.real("lr", 1e-3);
-  o.total_steps = steps;
-  o.warmup = std::min<long>(100, steps / 10);
+  o.total_steps = std::max<long>(1, steps);
+  o.warmup = std::max<long>(1, std::min<long>(100, steps / 10));
   o.clip = 5.0;
   MleTrainer<F> trainer(flow, o);
   Rng rng(std::uint64_t(a.integer("seed", 0)) * 7919 + 17);
+  if (a.has("load")) {
+    io::load_safetensors(a.str("load", ""), flow);
+    std::printf("loaded %s\n", a.str("load", "").c_str());
+  }
+  const std::string ckpt = a.str("checkpoint", "");
+  const long ckpt_every = a.integer("checkpoint-every", ckpt.empty() ? 0 : 500);
+  const std::map<std::string, std::string> run_config{{"model", model}, {"data", data_name},
+                                                      {"layers", std::to_string(a.integer("layers", 8))},
+                                                      {"hidden", std::to_string(a.integer("hidden", 64))},
+                                                      {"steps", std::to_string(steps)}};
+  if (a.has("resume")) {  // continue an interrupted run exactly where its checkpoint left it
+    load_checkpoint(a.str("resume", ""), flow, trainer, {{"data", &rng}});
+    std::printf("resumed %s at step %ld\n", a.str("resume", "").c_str(), trainer.steps());
+  }
   std::printf("toy_density: %s on %s (%ld train / %ld test rows, %ld features), %ld parameters\n", model.c_str(),
               data_name.c_str(), long(train.rows()), long(test.rows()), long(train.cols()), parameter_count(flow));
   Progress prog(steps, "train");
@@ -64,17 +85,26 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
   std::vector<double> step_ms;  // per iteration (batch + step), as the PyTorch reference measures it
   step_ms.reserve(std::size_t(steps));
   double loss = 0;
-  for (long s = 0; s < steps; ++s) {
+  const long first = trainer.steps();
+  const long stop = a.has("stop-after") ? std::min(steps, a.integer("stop-after", steps)) : steps;
+  for (long s = first; s < stop; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
     for (long i = 0; i < batch; ++i) xb.row(i) = utrain.row(long(rng.below(std::uint64_t(utrain.rows()))));
     const StepResult r = trainer.step(to_tensor(xb));
     step_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     // Shown in original data units (nats/sample), smoothed.
     const double l = r.loss - stdz.log_abs_det();
-    if (!r.skipped) loss = s == 0 ? l : 0.98 * loss + 0.02 * l;
+    if (!r.skipped) loss = loss == 0 ? l : 0.98 * loss + 0.02 * l;
     prog.update(s + 1, loss);
+    if (!ckpt.empty() && ckpt_every > 0 && ((s + 1) % ckpt_every == 0 || s + 1 == stop))
+      save_checkpoint(ckpt, flow, trainer, {{"data", &rng}}, run_config);
+  }
+  if (a.has("save")) {
+    io::save_safetensors(a.str("save", ""), flow, run_config);
+    std::printf("saved %s\n", a.str("save", "").c_str());
   }
   const double seconds = prog.seconds();
+  const long run_steps = std::max<long>(0, trainer.steps() - first);
   // Median step time over the steady state (first 10% dropped as warm-up).
   std::vector<double> steady(step_ms.begin() + long(step_ms.size() / 10), step_ms.end());
   std::nth_element(steady.begin(), steady.begin() + long(steady.size() / 2), steady.end());
@@ -83,7 +113,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
   const double test_nll = mean_nll(flow, utest) - stdz.log_abs_det();
   const double train_nll = mean_nll(flow, utrain.topRows(std::min<long>(utrain.rows(), 10000))) - stdz.log_abs_det();
   std::printf("test NLL %.4f nats (full-covariance Gaussian: %.4f)   train NLL %.4f   %.1f steps/s, %.1f s%s\n",
-              test_nll, gauss, train_nll, double(steps) / seconds, seconds,
+              test_nll, gauss, train_nll, run_steps > 0 ? double(run_steps) / seconds : 0.0, seconds,
               trainer.skipped_steps() ? (", " + std::to_string(trainer.skipped_steps()) + " steps skipped").c_str() : "");
 
   double integral = std::nan("");
@@ -162,7 +192,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
       << a.integer("layers", 8) << ",\n  \"hidden\": " << a.integer("hidden", 64) << ",\n  \"batch\": " << batch
       << ",\n  \"seed\": " << a.integer("seed", 0) << ",\n  \"params\": " << parameter_count(flow)
       << ",\n  \"steps\": " << steps << ",\n  \"skipped_steps\": " << trainer.skipped_steps()
-      << ",\n  \"seconds\": " << seconds << ",\n  \"steps_per_second\": " << double(steps) / seconds
+      << ",\n  \"seconds\": " << seconds << ",\n  \"steps_per_second\": " << (run_steps > 0 ? double(run_steps) / seconds : 0.0)
       << ",\n  \"median_step_ms\": " << median_ms
       << ",\n  \"train_nll\": " << train_nll << ",\n  \"test_nll\": " << test_nll
       << ",\n  \"gaussian_test_nll\": " << gauss;
@@ -182,7 +212,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
 int main(int argc, char** argv) try {
   examples::Args a(argc, argv, kUsage,
                    {"data", "test", "model", "layers", "hidden", "steps", "batch", "lr", "seed", "report", "plot",
-                    "reverse-steps"});
+                    "reverse-steps", "save", "load", "checkpoint", "checkpoint-every", "resume", "stop-after"});
   cpu::keep_heap_pages();  // see backend/cpu/allocator.hpp: avoids page-faulting tensors back in every step
   const std::string data_name = a.str("data", "moons"), model = a.str("model", "realnvp");
   const long layers = a.integer("layers", 8), hidden = a.integer("hidden", 64);
