@@ -1,0 +1,15 @@
+# Configures, builds and runs tests/consumer_fetch (FetchContent of this source tree).
+file(REMOVE_RECURSE ${WORK})
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${SRC} -B ${WORK} -DBIFLOW_SOURCE=${BIFLOW_SOURCE} -DCMAKE_BUILD_TYPE=Release
+                RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "configuring a FetchContent consumer of biflow failed")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK} RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "building the FetchContent consumer failed")
+endif()
+execute_process(COMMAND ${WORK}/consumer RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "the FetchContent consumer ran but its flow did not learn")
+endif()
