@@ -32,6 +32,7 @@ constexpr const char* kUsage =
     "usage: digits_biflow [--data data/digits.csv] [--seed 0] [--report out.json] [--plot samples.png]\n"
     "  forward model F (TARFlow):  [--flow-steps 2000] [--blocks 8] [--flow-layers 1] [--width 64] [--noise 0.05]\n"
     "                              [--load-flow F.safetensors] [--save-flow F.safetensors]\n"
+    "                              [--load-g G.safetensors] [--save-g G.safetensors]\n"
     "  reverse model G:            [--steps 2000] [--batch 128] [--lr 2e-3] [--g-width 64] [--stages 2]\n"
     "                              [--g-layers 1] [--strategy naive|distill|align] [--distance mse|l1|huber|cosine|\n"
     "                              feature|mse+feature] [--feature-weight 0.1] [--adaptive P] [--denoise learned|score|none]\n"
@@ -116,7 +117,7 @@ Quality quality(const MlpClassifier<B>& clf, const HostMatrix<float>& samples, c
 int main(int argc, char** argv) try {
   examples::Args a(argc, argv, kUsage,
                    {"data", "seed", "report", "plot", "flow-steps", "blocks", "flow-layers", "width", "noise",
-                    "load-flow", "save-flow", "steps", "batch", "lr", "g-width", "stages", "g-layers", "strategy",
+                    "load-flow", "save-flow", "load-g", "save-g", "steps", "batch", "lr", "g-width", "stages", "g-layers", "strategy",
                     "distance", "feature-weight", "adaptive", "denoise", "state-clip", "cfg", "cfg-mode", "cfg-max",
                     "ema", "heads", "g-seed", "sample-pool", "pool-fraction"},
                    {"no-head-norm"});
@@ -329,13 +330,27 @@ int main(int argc, char** argv) try {
     last_loss = avg;
     if (trainer.has_ema()) trainer.ema().swap(g);
   };
-  if (strategy == "naive") train_g(naive);
-  else if (strategy == "distill") train_g(distill);
-  else train_g(align);
+  if (a.has("load-g")) {  // a G written by --save-g (same G flags): no training
+    io::load_safetensors(a.str("load-g", ""), g);
+    std::printf("G: loaded %s\n", a.str("load-g", "").c_str());
+  } else if (strategy == "naive") {
+    train_g(naive);
+  } else if (strategy == "distill") {
+    train_g(distill);
+  } else {
+    train_g(align);
+  }
+  if (a.has("save-g")) {  // G's (EMA) weights; the alignment heads are training-only and not saved
+    io::save_safetensors(a.str("save-g", ""), g,
+                         {{"model", "ReverseModel"}, {"width", std::to_string(rc.width)},
+                          {"stages", std::to_string(rc.stages)}, {"layers", std::to_string(rc.layers)},
+                          {"strategy", strategy}, {"denoise", denoise_mode}});
+    std::printf("G: saved %s\n", a.str("save-g", "").c_str());
+  }
   std::printf("G: %ld stages x %ld bidirectional layers, width %ld, %ld parameters; strategy %s, distance %s, "
               "denoise %s; %ld steps in %.1f s\n",
               rc.total_stages(), rc.layers, rc.width, long(parameter_count(g)), strategy.c_str(), dist.label.c_str(),
-              denoise_mode.c_str(), steps, g_seconds);
+              denoise_mode.c_str(), a.has("load-g") ? 0L : steps, g_seconds);
 
   // ---- 4. evaluation ------------------------------------------------------------------------------------------
   const BiFlow bf{flow, g};
@@ -423,7 +438,7 @@ int main(int argc, char** argv) try {
       << ",\n  \"head_norm\": " << (a.has("no-head-norm") ? "false" : "true") << ",\n  \"noise\": " << sigma
       << ",\n  \"g_params\": " << parameter_count(g) << ",\n  \"f_params\": " << parameter_count(flow)
       << ",\n  \"sample_pool\": " << pool_n << ",\n  \"pool_fraction\": " << pool_frac
-      << ",\n  \"pool_seconds\": " << pool_seconds << ",\n  \"g_steps\": " << steps << ",\n  \"g_train_seconds\": " << g_seconds << ",\n  \"g_final_loss\": "
+      << ",\n  \"pool_seconds\": " << pool_seconds << ",\n  \"g_steps\": " << (a.has("load-g") ? 0L : steps) << ",\n  \"g_train_seconds\": " << g_seconds << ",\n  \"g_final_loss\": "
       << last_loss << ",\n  \"f_train_seconds\": " << flow_seconds << ",\n  \"threads\": " << cpu::threads()
       << ",\n  \"seed\": " << seed << ",\n  \"g_seed\": " << gseed << "\n}\n";
     if (!f) throw io_error("cannot write report '" + a.str("report", "") + "'");
