@@ -2,7 +2,7 @@
 // Backend primitives: the only layer of biflow that knows Eigen or CUDA. Layers call these names
 // unqualified; the overload for the tensor's backend is picked at compile time.
 //
-//   gemm, gemm_batched, map, for_each, row_sum, col_sum, sum, sum_sq, all_finite, set_zero, fill, slice_cols,
+//   gemm, gemm_batched, map, for_each, row_sum, col_sum, sum, sum_sq, sum_sq_into, all_finite, set_zero, fill, slice_cols,
 //   concat_cols, gather_cols, copy_block, add_repeat_rows, sum_row_groups, softmax_rows(_backward),
 //   layernorm_forward/backward, fill_normal, fill_uniform, inverse,
 //   make_indices, from_host, to_host
@@ -75,6 +75,14 @@ Tensor<B> concat_rows(const Tensor<B>& a, const Tensor<B>& b) {
   copy_block(a, 0, a.cols(), y, 0, a.cols(), a.rows(), a.cols());
   copy_block(b, 0, b.cols(), y, a.size(), b.cols(), b.rows(), b.cols());
   return y;
+}
+
+/// n rows of the null label (zeros, last of `features` columns 1), built on the backend: models with a learned
+/// "unconditional" label use it for guidance without a host upload.
+template <class B>
+Tensor<B> null_rows(long n, long features) {
+  if (features <= 0) throw shape_error(detail::cat("null_rows: need at least one feature column, got ", features));
+  return concat_cols(Tensor<B>(n, features - 1), constant<B>(n, 1, typename B::scalar(1)));
 }
 
 /// Host vector (one row) -> backend tensor.

@@ -178,6 +178,13 @@ inline void check_groups(const char* where, long rows, long vrows, long group) {
     throw shape_error(cat(where, ": ", rows, " rows do not form ", vrows, " groups of ", group));
 }
 
+/// Throws unless out is one row with a column i (per-tensor results such as sum_sq_into).
+template <class B>
+void check_slot(const char* where, const Tensor<B>& out, long i) {
+  if (out.rows() != 1 || i < 0 || i >= out.cols())
+    throw shape_error(cat(where, ": slot ", i, " of a ", out.rows(), "x", out.cols(), " tensor (expected 1 x n, i < n)"));
+}
+
 /// Throws unless columns [c0, c0 + n) lie within cols (slice_cols on every backend).
 inline void check_col_range(long c0, long n, long cols) {
   if (c0 < 0 || n < 0 || c0 + n > cols)

@@ -278,9 +278,7 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
       require_shape("TarBlock: guidance.uncond", g.uncond, n, cfg_.cond_features);
       return g.uncond;
     }
-    HostMatrix<T> m = HostMatrix<T>::Zero(n, cfg_.cond_features);
-    m.col(cfg_.cond_features - 1).setOnes();
-    return from_host<B>(m);
+    return null_rows<B>(n, cfg_.cond_features);
   }
   /// Shifted transformer output (rows x T·2D, block order) for block-ordered input xs.
   Tensor<B> net(const Tensor<B>& xs, const Tensor<B>& cond, Context& ctx) const {

@@ -183,11 +183,7 @@ class ReverseModel {
       throw usage_error("ReverseModel.sample_guided: the model is unconditional (cond_features = 0)");
     const long N = z.rows();
     Tensor<B> u = uncond;
-    if (u.empty()) {
-      HostMatrix<T> m = HostMatrix<T>::Zero(N, cfg_.cond_features);
-      m.col(cfg_.cond_features - 1).setOnes();
-      u = from_host<B>(m);
-    }
+    if (u.empty()) u = null_rows<B>(N, cfg_.cond_features);
     require_shape("ReverseModel.sample_guided: uncond", u, N, cfg_.cond_features);
     const Tensor<B> both = sample(concat_rows(z, z), concat_rows(cond, u), cfg_.guidance ? Tensor<B>(2 * N, 1) : Tensor<B>{});
     return zip(fn::Guide{w}, slice_rows(both, 0, N), slice_rows(both, N, N));

@@ -156,12 +156,11 @@ class ReverseTrainer {
     ReverseTargets<B> t = targets(x, cond, rng);
     const long N = x.rows();
     Tensor<B> out_target = std::move(t.output);
-    if (!t.w.empty() && double(sum(t.w)) > 0) {
+    if (!t.w.empty()) {
       // Guided target: x + w·(G(z; c, 0) − G(z; ∅, 0)), the difference taken from the current G (no gradient).
+      // Rows drawn with w = 0 get x + 0: computing them costs less than a device -> host read of w per step.
       const Tensor<B> zero(2 * N, 1);
-      HostMatrix<T> nm = HostMatrix<T>::Zero(N, c.cond_features);
-      nm.col(c.cond_features - 1).setOnes();
-      const Tensor<B> both = g_.sample(concat_rows(t.z, t.z), concat_rows(cond, from_host<B>(nm)), zero);
+      const Tensor<B> both = g_.sample(concat_rows(t.z, t.z), concat_rows(cond, null_rows<B>(N, c.cond_features)), zero);
       out_target = zip(fn::AddMul{}, out_target, zip(fn::Sub{}, slice_rows(both, 0, N), slice_rows(both, N, N)), t.w);
     }
     typename G::Context gc;

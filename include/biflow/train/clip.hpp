@@ -1,16 +1,29 @@
 #pragma once
 #include <cmath>
+#include <type_traits>
 
 #include "../core/parameter.hpp"
 
 namespace biflow {
 
-/// Global L2 norm of all gradients of model.
+/// Global L2 norm of all gradients of model. Per-parameter squared norms are gathered on the backend and read
+/// back once (on a GPU: one synchronisation per call, not one per parameter).
 template <HasParameters M>
 double grad_norm(M& model) {
-  double s = 0;
-  model.visit_parameters([&](const std::string&, auto& p) { s += double(sum_sq(p.grad)); }, "");
-  return std::sqrt(s);
+  long n = 0;
+  model.visit_parameters([&](const std::string&, auto&) { ++n; }, "");
+  double total = 0;
+  bool done = false;
+  model.visit_parameters([&](const std::string&, auto& first) {
+    if (done) return;  // the work happens once, where the backend type is known
+    done = true;
+    using B = typename std::remove_cvref_t<decltype(first.value)>::backend;
+    Tensor<B> sq(1, n, uninit);
+    long i = 0;
+    model.visit_parameters([&](const std::string&, auto& p) { sum_sq_into(p.grad, sq, i++); }, "");
+    total = double(sum(sq));
+  }, "");
+  return std::sqrt(total);
 }
 
 /// Rescales gradients so their global norm is at most max_norm (as torch.nn.utils.clip_grad_norm_);

@@ -131,6 +131,12 @@ template <class T>
 T sum_sq(const Tensor<Cpu<T>>& x) {
   return x.eigen().squaredNorm();
 }
+/// out(0, i) = Σ x² (out is 1 x n): per-tensor squared norms gathered without a host read per tensor.
+template <class T>
+void sum_sq_into(const Tensor<Cpu<T>>& x, Tensor<Cpu<T>>& out, long i) {
+  detail::check_slot("sum_sq_into", out, i);
+  out.data()[i] = x.eigen().squaredNorm();
+}
 template <class T>
 bool all_finite(const Tensor<Cpu<T>>& x) {
   return x.eigen().allFinite();

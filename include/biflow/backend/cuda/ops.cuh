@@ -178,6 +178,32 @@ __global__ void uniform_kernel(T* x, long n, std::uint64_t seed, std::uint64_t b
     x[i] = lo + (hi - lo) * T(rng_detail::uniform01(rng_detail::hash2(seed, base + std::uint64_t(i))));
 }
 
+/// Deterministic two-pass Σx²: kSqBlocks blocks write double partials, one block sums them (fixed order, so
+/// the same input gives the same bits on every run, unlike atomics).
+constexpr int kSqBlocks = 64;
+template <class T>
+__global__ void sum_sq_partial_kernel(const T* x, long n, double* part) {
+  __shared__ double sh[kThreads];
+  double s = 0;
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x)
+    s += double(x[i]) * double(x[i]);
+  sh[threadIdx.x] = s;
+  __syncthreads();
+  for (int o = kThreads / 2; o > 0; o /= 2) {
+    if (int(threadIdx.x) < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
+}
+template <class T>
+__global__ void sum_partials_kernel(const double* part, T* out) {
+  if (threadIdx.x == 0 && blockIdx.x == 0) {
+    double s = 0;
+    for (int b = 0; b < kSqBlocks; ++b) s += part[b];
+    *out = T(s);
+  }
+}
+
 struct IsFinite {
   __host__ __device__ bool operator()(float v) const { return isfinite(v); }
 };
@@ -255,6 +281,24 @@ template <class T>
 T sum_sq(const Tensor<Cuda<T>>& x) {
   return T(thrust::transform_reduce(thrust::cuda::par.on(cuda_detail::stream()), x.data(), x.data() + x.size(),
                                     cuda_detail::Sq{}, 0.0, thrust::plus<double>()));
+}
+/// out(0, i) = Σ x², computed and stored on the device (no host read; see the Cpu twin).
+template <class T>
+void sum_sq_into(const Tensor<Cuda<T>>& x, Tensor<Cuda<T>>& out, long i) {
+  detail::check_slot("sum_sq_into", out, i);
+  if (x.size() == 0) {
+    gpu::check(cudaMemsetAsync(out.data() + i, 0, sizeof(T), cuda_detail::stream()), "sum_sq_into");
+    return;
+  }
+  double* part = nullptr;
+  gpu::check(cudaMallocAsync(reinterpret_cast<void**>(&part), cuda_detail::kSqBlocks * sizeof(double),
+                             cuda_detail::stream()),
+             "sum_sq_into");
+  cuda_detail::sum_sq_partial_kernel<<<cuda_detail::kSqBlocks, cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
+      x.data(), x.size(), part);
+  cuda_detail::sum_partials_kernel<<<1, 32, 0, cuda_detail::stream()>>>(part, out.data() + i);
+  cuda_detail::launched("sum_sq_into");
+  gpu::check(cudaFreeAsync(part, cuda_detail::stream()), "sum_sq_into");
 }
 template <class T>
 bool all_finite(const Tensor<Cuda<T>>& x) {

@@ -21,16 +21,25 @@ inline void check(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) throw error(detail::cat("cuBLAS error in ", what, ": status ", int(s)));
 }
 
-/// The stream and cuBLAS handle work is issued on. One per host thread, created on first use.
-/// (An explicit, user-owned context passed through the API is planned with the full CUDA backend.)
+/// GEMM arithmetic. fp32: exact IEEE float products (the default; matches Cpu<float> to rounding). tf32: cuBLAS
+/// may use TF32 tensor cores (10-bit mantissa inputs, fp32 accumulation; ~1e-3 relative error per product) —
+/// opt in for speed once a model trains.
+enum class MathMode { fp32, tf32 };
+
+/// A stream, a cuBLAS handle bound to it, and the GEMM math mode: everything biflow issues goes to the context
+/// that is current on the calling host thread. Each thread has a default one (created on first use); bind your
+/// own with ScopedContext to run independent work on separate streams. A tensor is freed on the stream current
+/// where it dies: keep tensors inside the context (scope) that made them, or synchronize first.
 class Context {
  public:
-  Context() {
+  explicit Context(MathMode mode = MathMode::fp32) {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check(cublasCreate(&blas_), "cublasCreate");
     check(cublasSetStream(blas_, stream_), "cublasSetStream");
+    set_math(mode);
   }
   ~Context() {
+    cudaStreamSynchronize(stream_);  // pending stream-ordered frees and kernels finish before the stream goes
     cublasDestroy(blas_);
     cudaStreamDestroy(stream_);
   }
@@ -39,15 +48,79 @@ class Context {
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t blas() const { return blas_; }
   void synchronize() const { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+  MathMode math() const { return mode_; }
+  void set_math(MathMode m) {
+    check(cublasSetMathMode(blas_, m == MathMode::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
+          "cublasSetMathMode");
+    mode_ = m;
+  }
 
  private:
   cudaStream_t stream_{};
   cublasHandle_t blas_{};
+  MathMode mode_ = MathMode::fp32;
 };
 
+namespace detail {
+inline Context*& current_context() {
+  thread_local Context* c = nullptr;
+  return c;
+}
+}  // namespace detail
+
+/// The context current on this host thread: the innermost ScopedContext, else the thread's default.
 inline Context& context() {
-  thread_local Context ctx;
-  return ctx;
+  if (Context* c = detail::current_context()) return *c;
+  thread_local Context fallback;
+  return fallback;
+}
+
+/// Makes ctx current on this thread until the scope ends (nests; restores the previous one).
+class ScopedContext {
+ public:
+  explicit ScopedContext(Context& ctx) : prev_(std::exchange(detail::current_context(), &ctx)) {}
+  ~ScopedContext() { detail::current_context() = prev_; }
+  ScopedContext(const ScopedContext&) = delete;
+  ScopedContext& operator=(const ScopedContext&) = delete;
+
+ private:
+  Context* prev_;
+};
+
+/// Sets the current context's GEMM math mode until the scope ends (the TF32 opt-in).
+class MathScope {
+ public:
+  explicit MathScope(MathMode m) : prev_(context().math()) { context().set_math(m); }
+  ~MathScope() { context().set_math(prev_); }
+  MathScope(const MathScope&) = delete;
+  MathScope& operator=(const MathScope&) = delete;
+
+ private:
+  MathMode prev_;
+};
+
+/// Bytes of device memory currently allocated by biflow tensors and the high-water mark since the last reset,
+/// read from the stream-ordered memory pool they come from.
+struct PoolUsage {
+  std::size_t used = 0, peak = 0;
+};
+inline PoolUsage pool_usage() {
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  cudaMemPool_t pool{};
+  check(cudaDeviceGetDefaultMemPool(&pool, dev), "cudaDeviceGetDefaultMemPool");
+  std::uint64_t used = 0, peak = 0;
+  check(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &used), "cudaMemPoolGetAttribute");
+  check(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &peak), "cudaMemPoolGetAttribute");
+  return {std::size_t(used), std::size_t(peak)};
+}
+inline void reset_pool_peak() {
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  cudaMemPool_t pool{};
+  check(cudaDeviceGetDefaultMemPool(&pool, dev), "cudaDeviceGetDefaultMemPool");
+  std::uint64_t zero = 0;
+  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero), "cudaMemPoolSetAttribute");
 }
 
 /// Number of usable CUDA devices (0 when there is no driver or no GPU; never throws).
