@@ -206,13 +206,41 @@ TEST_CASE("the parsers read from memory with the same checks as from files") {
   std::remove(st.c_str());
 }
 
+TEST_CASE("npy integer arrays (labels as NumPy/PyTorch save them) read as their values") {
+  const std::string path = temp_file("labels.npy");
+  auto write = [&](const char* descr, const void* data, std::size_t bytes) {
+    std::string h = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (3,), }";
+    while ((10 + h.size() + 1) % 64) h += ' ';
+    h += '\n';
+    std::ofstream f(path, std::ios::binary);
+    f.write("\x93NUMPY\x01\x00", 8);
+    const std::uint16_t n = static_cast<std::uint16_t>(h.size());
+    f.write(reinterpret_cast<const char*>(&n), 2);
+    f << h;
+    f.write(static_cast<const char*>(data), std::streamsize(bytes));
+  };
+  const std::int64_t l64[3] = {0, 999, -2};
+  const std::int32_t l32[3] = {7, 1, 3};
+  const std::uint8_t l8[3] = {255, 0, 9};
+  write("<i8", l64, sizeof l64);
+  CHECK(io::read_npy(path).data == (HostMatrix<double>(3, 1) << 0, 999, -2).finished());
+  write("<i4", l32, sizeof l32);
+  CHECK(io::read_npy(path).data == (HostMatrix<double>(3, 1) << 7, 1, 3).finished());
+  write("|u1", l8, sizeof l8);
+  CHECK(io::read_npy(path).dtype == "|u1");
+  CHECK(io::read_npy(path).data == (HostMatrix<double>(3, 1) << 255, 0, 9).finished());
+  write("<i8", l64, sizeof l64 - 1);
+  CHECK_THROWS_AS(io::read_npy(path), io_error);
+  std::remove(path.c_str());
+}
+
 TEST_CASE("npy reader names the problem: magic, dtype, Fortran order, truncation, header") {
   const std::string path = temp_file("bad.npy");
   auto err = [&](const std::string& header, std::size_t bytes) {
     write_npy_raw(path, header, bytes);
     return message<io_error>([&] { io::read_npy(path); });
   };
-  CHECK(err("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }\n", 16).find("dtype '<i8'") != std::string::npos);
+  CHECK(err("{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }\n", 16).find("dtype '<c8'") != std::string::npos);
   CHECK(err("{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }\n", 8).find("dtype '>f4'") != std::string::npos);
   CHECK(err("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }\n", 16).find("Fortran") != std::string::npos);
   CHECK(err("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }\n", 20).find("needs 24 bytes") !=

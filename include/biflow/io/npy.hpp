@@ -2,8 +2,9 @@
 // NumPy .npy files (format 1.0/2.0/3.0): how a Python user hands biflow a data set and reads back samples
 // (e.g. to decode latents with their own VAE). Reads little-endian float32/float64 arrays in C order of any rank
 // as rows x (product of the other dimensions) — an N x 4 x 32 x 32 latent file becomes N rows of 4096 values, the
-// CHW layout biflow's patchify expects — and writes float32 or float64. Everything else (Fortran order, big-endian,
-// integer or object dtypes, truncated data, malformed headers) is an io_error naming the problem.
+// CHW layout biflow's patchify expects — and writes float32 or float64. Integer arrays (<i8, <i4, |u1: labels) are read
+// as doubles. Everything else (Fortran order, big-endian, other or object dtypes, truncated data, malformed headers)
+// is an io_error naming the problem.
 #include <bit>
 #include <cstdint>
 #include <cstdio>
@@ -20,7 +21,7 @@ namespace biflow::io {
 
 struct NpyArray {
   std::vector<long> shape;
-  std::string dtype;  ///< "<f4" or "<f8"
+  std::string dtype;  ///< "<f4", "<f8", "<i8", "<i4" or "|u1"
   HostMatrix<double> data;  ///< rows = shape[0] (1 for a 0-d array), cols = product of the rest
 };
 
@@ -77,9 +78,11 @@ inline NpyArray parse_npy(std::string_view bytes, const std::string& path = "<me
   NpyArray out;
   std::string descr = npy_detail::field(h, "descr", path);
   if (descr.size() >= 2 && (descr.front() == '\'' || descr.front() == '"')) descr = descr.substr(1, descr.size() - 2);
-  if (descr != "<f4" && descr != "<f8")
-    npy_detail::fail(path, "dtype '" + descr + "' is not supported; biflow reads little-endian float32 ('<f4') and "
-                           "float64 ('<f8') (convert with arr.astype(np.float32))");
+  // Integers are accepted for labels (PyTorch and NumPy write int64 class indices); they become doubles.
+  if (descr != "<f4" && descr != "<f8" && descr != "<i8" && descr != "<i4" && descr != "|u1")
+    npy_detail::fail(path, "dtype '" + descr + "' is not supported; biflow reads little-endian float32 ('<f4'), "
+                           "float64 ('<f8') and integer ('<i8', '<i4', '|u1') arrays (convert with "
+                           "arr.astype(np.float32))");
   out.dtype = descr;
   if (npy_detail::field(h, "fortran_order", path) != "False")
     npy_detail::fail(path, "Fortran-ordered arrays are not supported (save np.ascontiguousarray(arr))");
@@ -99,7 +102,7 @@ inline NpyArray parse_npy(std::string_view bytes, const std::string& path = "<me
     if (d != 0 && count > max_bytes / d) npy_detail::fail(path, "shape " + shape + " is too large");
     count *= d;
   }
-  const std::uint64_t es = descr == "<f4" ? 4 : 8;
+  const std::uint64_t es = descr == "|u1" ? 1 : descr == "<f4" || descr == "<i4" ? 4 : 8;
   if (count > max_bytes / es) npy_detail::fail(path, "shape " + shape + " is too large");
   if (size - data_start != count * es)
     npy_detail::fail(path, detail::cat("shape ", shape, " needs ", count * es, " bytes of ", descr, " data, the file has ",
@@ -108,15 +111,18 @@ inline NpyArray parse_npy(std::string_view bytes, const std::string& path = "<me
   const long cols = rows == 0 ? 0 : long(count) / rows;
   out.data.resize(rows, cols);
   const char* p = bytes.data() + data_start;
-  for (std::uint64_t i = 0; i < count; ++i) {
-    if (es == 4) {
-      float v;
-      std::memcpy(&v, p + 4 * i, 4);
-      out.data.data()[i] = v;
-    } else {
-      std::memcpy(out.data.data() + i, p + 8 * i, 8);
+  auto read_as = [&]<class V>(V) {
+    for (std::uint64_t i = 0; i < count; ++i) {
+      V v;
+      std::memcpy(&v, p + sizeof(V) * i, sizeof(V));
+      out.data.data()[i] = double(v);
     }
-  }
+  };
+  if (descr == "<f4") read_as(float{});
+  else if (descr == "<f8") read_as(double{});
+  else if (descr == "<i8") read_as(std::int64_t{});
+  else if (descr == "<i4") read_as(std::int32_t{});
+  else read_as(std::uint8_t{});
   return out;
 }
 
