@@ -59,6 +59,39 @@ TEST_CASE("cuda: the memory pool reports tensors' bytes and the peak") {
   CHECK(gpu::pool_usage().peak >= before + 1024 * 1024 * sizeof(float));
 }
 
+TEST_CASE("cuda: MLE and reverse training steps move no tensor between host and device, only the returned scalars") {
+  Rng r(1);
+  TarFlow<G> f(eq::small_tarflow(3), r);
+  eq::randomize(f, 2, 0.1);
+  TrainOptions o;
+  o.verbose = false;
+  MleTrainer<TarFlow<G>> t(f, o);
+  const eq::Pair x = eq::randn(6, 16, 3), c = eq::from_labels({0, 1, 2, 3, 0, 1}, 4);
+  t.step(x.b, c.b);  // warm-up
+  auto& tr = gpu::context().transfers();
+  tr = {};
+  t.step(x.b, c.b);
+  CHECK(tr.uploads == 0);
+  CHECK(tr.downloads == 0);
+  CHECK(tr.scalar_reads == 2);  // the loss and the global gradient norm
+  const ReverseConfig rc = eq::small_reverse(false);
+  Rng r2(4);
+  ReverseModel<G> g(rc, r2);
+  HiddenAlignment<G> h(rc, r2);
+  ReverseTrainOptions ro;
+  ro.noise = 0.05;
+  ro.guidance_max = 2.0;
+  ro.optim.verbose = false;
+  ReverseTrainer<TarFlow<G>, ReverseModel<G>, HiddenAlignment<G>> rt(f, g, h, ro);
+  Rng s(5);
+  rt.step(x.b, c.b, s);
+  tr = {};
+  const ReverseStepResult res = rt.step(x.b, c.b, s);
+  CHECK(tr.uploads == 0);
+  CHECK(tr.downloads == 0);
+  CHECK(tr.scalar_reads == long(2 + res.hidden_terms.size()));  // output loss, each hidden term, gradient norm
+}
+
 int main(int argc, char** argv) {
   const int n = gpu::device_count();
   if (n == 0) {

@@ -275,10 +275,12 @@ void col_sum(const Tensor<Cuda<T>>& x, Tensor<Cuda<T>>& out, T beta = T(0)) {
 }
 template <class T>
 T sum(const Tensor<Cuda<T>>& x) {
+  ++gpu::context().transfers().scalar_reads;
   return thrust::reduce(thrust::cuda::par.on(cuda_detail::stream()), x.data(), x.data() + x.size(), T(0));
 }
 template <class T>
 T sum_sq(const Tensor<Cuda<T>>& x) {
+  ++gpu::context().transfers().scalar_reads;
   return T(thrust::transform_reduce(thrust::cuda::par.on(cuda_detail::stream()), x.data(), x.data() + x.size(),
                                     cuda_detail::Sq{}, 0.0, thrust::plus<double>()));
 }
@@ -302,6 +304,7 @@ void sum_sq_into(const Tensor<Cuda<T>>& x, Tensor<Cuda<T>>& out, long i) {
 }
 template <class T>
 bool all_finite(const Tensor<Cuda<T>>& x) {
+  ++gpu::context().transfers().scalar_reads;
   return thrust::transform_reduce(thrust::cuda::par.on(cuda_detail::stream()), x.data(), x.data() + x.size(),
                                   cuda_detail::IsFinite{}, true, thrust::logical_and<bool>());
 }

@@ -49,6 +49,12 @@ class Context {
   cublasHandle_t blas() const { return blas_; }
   void synchronize() const { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
   MathMode math() const { return mode_; }
+  /// Host <-> device traffic issued through this context: tensor uploads (from_host, index buffers), downloads
+  /// (to_host) and scalar reads (sum, sum_sq, all_finite). Tests use it to prove a training step moves no tensor.
+  struct Transfers {
+    long uploads = 0, downloads = 0, scalar_reads = 0;
+  };
+  Transfers& transfers() { return transfers_; }
   void set_math(MathMode m) {
     check(cublasSetMathMode(blas_, m == MathMode::tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH),
           "cublasSetMathMode");
@@ -59,6 +65,7 @@ class Context {
   cudaStream_t stream_{};
   cublasHandle_t blas_{};
   MathMode mode_ = MathMode::fp32;
+  Transfers transfers_;
 };
 
 namespace detail {
@@ -195,7 +202,13 @@ class Indices<Cuda<T>> {
     std::int32_t* p = nullptr;
     gpu::check(cudaMalloc(reinterpret_cast<void**>(&p), v.size() * sizeof(std::int32_t)), "cudaMalloc");
     d_ = std::shared_ptr<std::int32_t>(p, [](std::int32_t* q) { cudaFree(q); });
-    gpu::check(cudaMemcpy(p, v.data(), v.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice), "cudaMemcpy");
+    // On the context's stream, then synchronised: a plain cudaMemcpy from pageable memory may return before the
+    // DMA lands, and the non-blocking stream would not wait for it.
+    gpu::check(cudaMemcpyAsync(p, v.data(), v.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice,
+                               gpu::context().stream()),
+               "cudaMemcpyAsync");
+    gpu::context().synchronize();
+    ++gpu::context().transfers().uploads;
   }
   long size() const { return n_; }
   const std::int32_t* data() const { return d_.get(); }
@@ -214,6 +227,7 @@ Tensor<B> from_host(const HostMatrix<typename B::scalar>& m) {
     gpu::check(cudaMemcpyAsync(t.data(), m.data(), t.bytes(), cudaMemcpyHostToDevice, gpu::context().stream()),
                 "upload");
   gpu::context().synchronize();  // m may die right after the call
+  ++gpu::context().transfers().uploads;
   return t;
 }
 /// Explicit download (synchronises the stream).
@@ -225,6 +239,7 @@ HostMatrix<typename B::scalar> to_host(const Tensor<B>& t) {
     gpu::check(cudaMemcpyAsync(m.data(), t.data(), t.bytes(), cudaMemcpyDeviceToHost, gpu::context().stream()),
                 "download");
   gpu::context().synchronize();
+  ++gpu::context().transfers().downloads;
   return m;
 }
 
