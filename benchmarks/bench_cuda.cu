@@ -138,10 +138,7 @@ BENCHMARK(BM_SampleLearned)->Args({768, 4, 3, 64})->Unit(benchmark::kMillisecond
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (gpu::device_count() == 0) {
-    std::printf("skipped: no CUDA device\n");
-    return 0;
-  }
+  if (gpu::device_count() == 0) return gpu::no_device_exit("bench_cuda") == 77 ? 0 : 1;
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -334,10 +334,8 @@ int main(int argc, char** argv) try {
 #if defined(__CUDACC__)
   const std::string backend = a.str("backend", "cuda");
   if (backend == "cuda") {
-    if (gpu::device_count() == 0) {
-      std::printf("skipped: no CUDA device (run with --backend cpu for the same job on the CPU)\n");
-      return 77;
-    }
+    if (gpu::device_count() == 0)
+      return gpu::no_device_exit("latent_biflow_cuda", " (run with --backend cpu for the same job on the CPU)");
     cudaDeviceProp p{};
     gpu::check(cudaGetDeviceProperties(&p, 0), "cudaGetDeviceProperties");
     if (a.has("tf32")) gpu::context().set_math(gpu::MathMode::tf32);

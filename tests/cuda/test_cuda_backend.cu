@@ -92,15 +92,15 @@ TEST_CASE("cuda: MLE and reverse training steps move no tensor between host and 
   CHECK(tr.scalar_reads == long(2 + res.hidden_terms.size()));  // output loss, each hidden term, gradient norm
 }
 
-int main(int argc, char** argv) {
-  const int n = gpu::device_count();
-  if (n == 0) {
-    std::printf("skipped: no CUDA device\n");
-    return 77;
-  }
+int main(int argc, char** argv) try {
+  const int n = gpu::device_count();  // throws (test fails) on a broken GPU
+  if (n == 0) return gpu::no_device_exit("biflow_cuda_tests");
   cudaDeviceProp p{};
   gpu::check(cudaGetDeviceProperties(&p, 0), "cudaGetDeviceProperties");
   std::printf("CUDA devices: %d (device 0: %s, sm_%d%d)\n", n, p.name, p.major, p.minor);
   doctest::Context ctx(argc, argv);
   return ctx.run();
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "biflow_cuda_tests: %s\n", e.what());
+  return 1;
 }

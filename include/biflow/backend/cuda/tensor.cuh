@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../tensor.hpp"
+#include "device.cuh"
 
 namespace biflow {
 
@@ -130,15 +131,6 @@ inline void reset_pool_peak() {
   check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero), "cudaMemPoolSetAttribute");
 }
 
-/// Number of usable CUDA devices (0 when there is no driver or no GPU; never throws).
-inline int device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no device" error
-    return 0;
-  }
-  return n;
-}
 }  // namespace gpu
 
 template <class T>
