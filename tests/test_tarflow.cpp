@@ -164,8 +164,9 @@ TEST_CASE_TEMPLATE("causal attention: a token's output ignores later tokens; bid
     xp.row(3) += host(randn<B>(1, W, 3));  // perturb token 3 (not by a constant: LayerNorm would remove it)
     typename TransformerLayer<B>::Context c1, c2;
     const auto y0 = host(layer.forward(x, c1)), y1 = host(layer.forward(from_host<B>(xp), c2));
-    CHECK(max_abs(y0.topRows(3), y1.topRows(3)) == (causal ? 0.0 : max_abs(y0.topRows(3), y1.topRows(3))));
-    if (!causal) CHECK(max_abs(y0.topRows(3), y1.topRows(3)) > 1e-3);
+    // Tokens 0-2 precede the perturbed token: untouched when causal, moved when bidirectional.
+    if (causal) CHECK(max_abs(y0.topRows(3), y1.topRows(3)) == 0.0);
+    else CHECK(max_abs(y0.topRows(3), y1.topRows(3)) > 1e-3);
     CHECK(max_abs(y0.bottomRows(2), y1.bottomRows(2)) > 1e-3);
   }
 }
@@ -405,6 +406,45 @@ TEST_CASE("score is the gradient of log p (finite differences) and denoise adds 
   }
   const auto d = host(denoise(model, x, 0.3));
   CHECK(max_abs(d, host(x) + 0.09 * s) < 1e-12);
+}
+
+TEST_CASE("score is an input-only backward: parameter gradients untouched, frozen flags restored") {
+  using B = Cpu<double>;
+  Rng rng(49);
+  TarFlowConfig cfg;
+  cfg.image = {1, 4, 4, 2};
+  cfg.width = 8;
+  cfg.blocks = 2;
+  cfg.layers = 1;
+  cfg.heads = 2;
+  cfg.num_classes = 3;
+  TarFlow<B> model(cfg, rng);
+  randomize(model, 50, 0.3);
+  const auto x = randn<B>(3, 16, 51);
+  const auto cond = one_hot_rows<B>({0, 1, 2}, 4);
+  zero_grad(model);
+  long thawed_first = 0;
+  model.visit_parameters([&](const std::string&, auto& p) { thawed_first += p.frozen ? 0 : 1; }, "");
+  // One parameter frozen by the user beforehand stays frozen afterwards; the rest thaw again.
+  bool first = true;
+  model.visit_parameters([&](const std::string&, auto& p) { if (first) p.frozen = true, first = false; }, "");
+  const auto s = host(score(model, x, cond));
+  CHECK(s.cwiseAbs().maxCoeff() > 0.0);
+  long nonzero = 0, frozen = 0;
+  model.visit_parameters([&](const std::string&, auto& p) {
+    nonzero += host(p.grad).cwiseAbs().maxCoeff() > 0 ? 1 : 0;
+    frozen += p.frozen ? 1 : 0;
+  }, "");
+  CHECK(nonzero == 0);
+  CHECK(frozen == 1);
+  // The same input gradient as a full backward, which does fill the parameter gradients.
+  model.visit_parameters([&](const std::string&, auto& p) { p.frozen = false; }, "");
+  typename TarFlow<B>::Context ctx;
+  const FlowOut<B> o = model.forward(x, ctx, cond);
+  const auto full = host(model.backward(ctx, zip(fn::Neg{}, o.y), constant<B>(3, 1, 1.0)));
+  CHECK(max_abs(full, s) < 1e-12);
+  model.visit_parameters([&](const std::string&, auto& p) { nonzero += host(p.grad).cwiseAbs().maxCoeff() > 0 ? 1 : 0; }, "");
+  CHECK(nonzero == thawed_first);
 }
 
 TEST_CASE("ImageNet-latent shape: 4x32x32, patch 2 (T = 256), 1000 classes runs forward, backward and exact inverse") {

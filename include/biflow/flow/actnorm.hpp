@@ -71,11 +71,13 @@ class ActNorm : public FlowLayerBase<ActNorm<B>, B> {
     require_shape("ActNorm.backward: dy", dy, ctx.y.rows(), d_);
     require_shape("ActNorm.backward: dlogdet", dlogdet, ctx.y.rows(), 1);
     Tensor<B> dx = zip(fn::MulExp{}, dy, log_scale.value);
-    col_sum(dx, loc.grad, T(1));
-    Tensor<B> dls, dlsum;
-    col_sum(zip(fn::Mul{}, dy, ctx.y), dls);
-    col_sum(dlogdet, dlsum);
-    map(log_scale.grad, fn::Add3{}, log_scale.grad, dls, dlsum);
+    if (!loc.frozen) col_sum(dx, loc.grad, T(1));
+    if (!log_scale.frozen) {
+      Tensor<B> dls, dlsum;
+      col_sum(zip(fn::Mul{}, dy, ctx.y), dls);
+      col_sum(dlogdet, dlsum);
+      map(log_scale.grad, fn::Add3{}, log_scale.grad, dls, dlsum);
+    }
     return dx;
   }
   template <class V>

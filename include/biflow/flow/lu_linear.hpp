@@ -82,16 +82,21 @@ class LULinear : public FlowLayerBase<LULinear<B>, B> {
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
     require_shape("LULinear.backward: dy", dy, ctx.x.rows(), d_);
     require_shape("LULinear.backward: dlogdet", dlogdet, ctx.x.rows(), 1);
-    const Tensor<B> dw = matmul(dy, true, ctx.x, false);  // ∂/∂W of Σ dy·(x Wᵀ)
-    const Tensor<B> da = matmul(perm_, true, dw, false);  // W = P A
-    const Tensor<B> dl = matmul(da, false, ctx.u, true);  // A = L U
-    const Tensor<B> du = matmul(ctx.l, true, da, false);
-    map(lower.grad, fn::AddMul{}, lower.grad, dl, lmask_);
-    map(upper.grad, fn::AddMul{}, upper.grad, du, umask_);
-    Tensor<B> diag, dlsum;
-    col_sum(zip(fn::Mul{}, du, eye_), diag);  // 1 x D: du[j][j]
-    col_sum(dlogdet, dlsum);                  // 1 x 1: Σ_b dlogdet_b
-    map(log_scale.grad, fn::AddMulAdd{}, log_scale.grad, diag, zip(fn::SignExp{}, sign_, log_scale.value), dlsum);
+    if (!(lower.frozen && upper.frozen && log_scale.frozen)) {
+      const Tensor<B> dw = matmul(dy, true, ctx.x, false);  // ∂/∂W of Σ dy·(x Wᵀ)
+      const Tensor<B> da = matmul(perm_, true, dw, false);  // W = P A
+      const Tensor<B> dl = matmul(da, false, ctx.u, true);  // A = L U
+      const Tensor<B> du = matmul(ctx.l, true, da, false);
+      if (!lower.frozen) map(lower.grad, fn::AddMul{}, lower.grad, dl, lmask_);
+      if (!upper.frozen) map(upper.grad, fn::AddMul{}, upper.grad, du, umask_);
+      if (!log_scale.frozen) {
+        Tensor<B> diag, dlsum;
+        col_sum(zip(fn::Mul{}, du, eye_), diag);  // 1 x D: du[j][j]
+        col_sum(dlogdet, dlsum);                  // 1 x 1: Σ_b dlogdet_b
+        map(log_scale.grad, fn::AddMulAdd{}, log_scale.grad, diag, zip(fn::SignExp{}, sign_, log_scale.value),
+            dlsum);
+      }
+    }
     Tensor<B> l, u;
     return matmul(dy, false, weight(l, u), false);
   }

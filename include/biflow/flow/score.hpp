@@ -6,12 +6,13 @@
 namespace biflow {
 
 /// ∇ₓ log p(x) per row, for a flow with a standard-normal base: backward with dz = −z, dlogdet = 1.
-/// Like any backward, it accumulates into the flow's parameter gradients (MleTrainer zeroes them at each step;
-/// call zero_grad(flow) yourself if you mix scoring and training by hand).
+/// An input-only backward: the flow's parameters are frozen for the call (no weight-gradient GEMMs, gradients
+/// left untouched) and restored after.
 template <FlowLayer F>
 Tensor<typename F::backend> score(F& flow, const Tensor<typename F::backend>& x,
                                   const Tensor<typename F::backend>& cond = {}) {
   using B = typename F::backend;
+  const FrozenScope<F> frozen(flow);
   typename F::Context ctx;
   const FlowOut<B> o = flow.forward(x, ctx, cond, logdet::analytic);
   return flow.backward(ctx, zip(fn::Neg{}, o.y), constant<B>(x.rows(), 1, typename B::scalar(1)));

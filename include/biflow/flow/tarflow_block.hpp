@@ -164,13 +164,15 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
     Tensor<B> dh = proj_out.backward(ctx.out, dout);
     for (std::size_t l = layers.size(); l-- > 0;) dh = layers[l].backward(ctx.layers[l], dh);
     if (cfg_.cond_features > 0) class_embed.backward(ctx.emb, sum_row_groups(dh, Tn));
-    dh.reshape(N, Tn * W);
-    Tensor<B> gpos;
-    col_sum(dh, gpos);
-    gpos = gather_cols(gpos, pos_inv_);  // block order -> token order of the parameter
-    gpos.reshape(Tn, W);
-    add_inplace(pos_embed.grad, gpos);
-    dh.reshape(N * Tn, W);
+    if (!pos_embed.frozen) {
+      dh.reshape(N, Tn * W);
+      Tensor<B> gpos;
+      col_sum(dh, gpos);
+      gpos = gather_cols(gpos, pos_inv_);  // block order -> token order of the parameter
+      gpos.reshape(Tn, W);
+      add_inplace(pos_embed.grad, gpos);
+      dh.reshape(N * Tn, W);
+    }
     Tensor<B> dxin = proj_in.backward(ctx.in, dh);
     dxin.reshape(N, Tn * D);
     add_inplace(dxs, dxin);

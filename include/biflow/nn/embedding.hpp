@@ -33,7 +33,7 @@ class Embedding {
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
     require_shape("Embedding.backward", dy, ctx.x.rows(), w_);
-    gemm(ctx.x, true, dy, false, weight.grad, T(1), T(1));
+    if (!weight.frozen) gemm(ctx.x, true, dy, false, weight.grad, T(1), T(1));
     return matmul(dy, false, weight.value, true);
   }
   template <class V>

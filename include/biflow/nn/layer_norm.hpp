@@ -28,7 +28,12 @@ class LayerNorm {
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
     require_shape("LayerNorm.backward", dy, ctx.x.rows(), n_);
-    return layernorm_backward(ctx.x, weight.value, ctx.mean, ctx.rstd, dy, weight.grad, bias.grad);
+    if (!weight.frozen && !bias.frozen)
+      return layernorm_backward(ctx.x, weight.value, ctx.mean, ctx.rstd, dy, weight.grad, bias.grad);
+    // The primitive computes both; a frozen parameter's share (two column sums) lands in scratch instead.
+    Tensor<B> sw(weight.grad.rows(), weight.grad.cols()), sb(bias.grad.rows(), bias.grad.cols());
+    return layernorm_backward(ctx.x, weight.value, ctx.mean, ctx.rstd, dy, weight.frozen ? sw : weight.grad,
+                              bias.frozen ? sb : bias.grad);
   }
   template <class V>
   void visit_parameters(V&& v, const std::string& prefix) {

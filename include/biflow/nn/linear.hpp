@@ -55,8 +55,8 @@ class Linear {
   bool has_bias() const { return has_bias_; }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
     require_shape("Linear.backward", dy, ctx.x.rows(), out_);
-    gemm(dy, true, ctx.x, false, weight.grad, T(1), T(1));
-    if (has_bias_) col_sum(dy, bias.grad, T(1));
+    if (!weight.frozen) gemm(dy, true, ctx.x, false, weight.grad, T(1), T(1));
+    if (has_bias_ && !bias.frozen) col_sum(dy, bias.grad, T(1));
     return matmul(dy, false, weight.value, false);
   }
   template <class V>
@@ -113,9 +113,11 @@ class MaskedLinear : public Linear<B> {
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
     require_shape("MaskedLinear.backward", dy, ctx.x.rows(), this->out_);
-    Tensor<B> dw = matmul(dy, true, ctx.x, false);
-    map(this->weight.grad, fn::AddMul{}, this->weight.grad, dw, mask_);
-    if (this->has_bias_) col_sum(dy, this->bias.grad, T(1));
+    if (!this->weight.frozen) {
+      Tensor<B> dw = matmul(dy, true, ctx.x, false);
+      map(this->weight.grad, fn::AddMul{}, this->weight.grad, dw, mask_);
+    }
+    if (this->has_bias_ && !this->bias.frozen) col_sum(dy, this->bias.grad, T(1));
     return matmul(dy, false, ctx.wm, false);
   }
 

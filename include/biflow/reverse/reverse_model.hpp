@@ -255,11 +255,13 @@ class ReverseModel {
       if (cfg_.cond_features > 0) class_embed.backward(ctx.emb, per_sample);
       if (cfg_.guidance) guidance_embed.backward(ctx.gmlp, zip(fn::Mul{}, per_sample, ctx.w));
     }
-    dE.reshape(N, Tn * W);
-    Tensor<B> gpos;
-    col_sum(dE, gpos);
-    gpos.reshape(Tn, W);
-    add_inplace(pos_embed.grad, gpos);
+    if (!pos_embed.frozen) {
+      dE.reshape(N, Tn * W);
+      Tensor<B> gpos;
+      col_sum(dE, gpos);
+      gpos.reshape(Tn, W);
+      add_inplace(pos_embed.grad, gpos);
+    }
   }
 
   ReverseConfig cfg_;
