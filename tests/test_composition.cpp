@@ -27,7 +27,25 @@ TEST_CASE("forward_trajectory returns x0..xB with x0 = x and xB = forward(x)") {
     const auto yi = flow.block(i).forward(traj.states[i], c).y;
     CHECK((to_host(yi) - to_host(traj.states[i + 1])).cwiseAbs().maxCoeff() == 0.0);
   }
-  // The backward through a trajectory-forward context equals the plain one.
+  // The backward through a trajectory-forward context equals the plain one: input and parameter gradients.
+  const auto dy = randn<D>(6, 3, 3), dl = randn<D>(6, 1, 4);
+  auto grads = [&](auto& f) {
+    std::vector<HostMatrix<double>> g;
+    f.visit_parameters([&](const std::string&, auto& p) { g.push_back(to_host(p.grad)); }, "");
+    return g;
+  };
+  auto f1 = flow, f2 = flow;
+  zero_grad(f1);
+  zero_grad(f2);
+  typename decltype(flow)::Context ct, cp;
+  f1.forward_trajectory(x, ct);
+  f2.forward(x, cp);
+  const auto dx1 = to_host(f1.backward(ct, dy, dl)), dx2 = to_host(f2.backward(cp, dy, dl));
+  CHECK((dx1 - dx2).cwiseAbs().maxCoeff() < 1e-14);
+  CHECK(dx1.cwiseAbs().maxCoeff() > 0.0);
+  const auto g1 = grads(f1), g2 = grads(f2);
+  REQUIRE(g1.size() == g2.size());
+  for (std::size_t i = 0; i < g1.size(); ++i) CHECK((g1[i] - g2[i]).cwiseAbs().maxCoeff() < 1e-14);
   Sequential<Permutation<D>, Blk> seq(Permutation<D>::reverse(3), flow.block(0));
   typename decltype(seq)::Context sc;
   CHECK(seq.forward_trajectory(x, sc).states.size() == 3);

@@ -11,7 +11,7 @@ using namespace tests;
 namespace {
 /// Writes body to a file in the system temp directory (never into the source tree) and returns its path.
 std::string write_tmp(const std::string& name, const std::string& body) {
-  const std::string p = (std::filesystem::temp_directory_path() / ("biflow_test_" + name)).string();
+  const std::string p = tests::temp_path(name);
   std::ofstream(p) << body;
   return p;
 }
@@ -81,6 +81,37 @@ TEST_CASE("full-covariance Gaussian NLL equals the closed form for a standard no
   CHECK(data::gaussian_nll(x, x) == doctest::Approx(std::log(2 * std::numbers::pi) + 1.0).epsilon(0.01));
 }
 
+TEST_CASE("full-covariance Gaussian NLL equals a direct log-density with correlated, shifted, unequal variances") {
+  // x = μ + L ε with a non-diagonal L: an isotropic or diagonal fit would miss log|Σ| and the cross terms.
+  Eigen::Matrix3d L;
+  L << 1.5, 0, 0, 0.9, 0.4, 0, -0.6, 0.3, 0.2;
+  const Eigen::RowVector3d mu(1.0, -2.0, 0.5);
+  Rng r(7);
+  auto draw = [&](long n) {
+    HostMatrix<double> e(n, 3);
+    for (long i = 0; i < e.size(); ++i) e.data()[i] = r.normal();
+    return HostMatrix<double>((e * L.transpose()).rowwise() + mu);
+  };
+  const HostMatrix<double> train = draw(4000), test = draw(50);
+  // Direct: mean over test rows of −log N(x; μ̂, Σ̂) with the fit written out (ML covariance, 1/n).
+  const Eigen::RowVectorXd m = train.colwise().mean();
+  const Eigen::MatrixXd c = train.rowwise() - m;
+  const Eigen::Matrix3d S = (c.transpose() * c) / double(train.rows());
+  const Eigen::Matrix3d Si = S.inverse();
+  double direct = 0;
+  for (long i = 0; i < test.rows(); ++i) {
+    const Eigen::RowVector3d d = test.row(i) - m;
+    direct += 0.5 * (d * Si * d.transpose())(0, 0) + 0.5 * std::log(S.determinant()) + 1.5 * std::log(2 * std::numbers::pi);
+  }
+  direct /= double(test.rows());
+  CHECK(data::gaussian_nll(train, test) == doctest::Approx(direct).epsilon(1e-10));
+  // And the population value: entropy ½ log|2πe Σ| with Σ = L Lᵀ.
+  CHECK(data::gaussian_nll(train, draw(20000)) ==
+        doctest::Approx(0.5 * std::log((2 * std::numbers::pi * std::exp(1.0)) * (2 * std::numbers::pi * std::exp(1.0)) *
+                                       (2 * std::numbers::pi * std::exp(1.0)) * (L * L.transpose()).determinant()))
+            .epsilon(0.02));
+}
+
 TEST_CASE("one_hot (data/labels.hpp) encodes labels and names a label out of range") {
   const auto m = data::one_hot({2, 0, 1}, 3);
   CHECK(m.rows() == 3);
@@ -93,7 +124,7 @@ TEST_CASE("one_hot (data/labels.hpp) encodes labels and names a label out of ran
 // ---- data/images.hpp ----------------------------------------------------------------------------------------
 
 TEST_CASE("labelled images load with validation, dequantise into [-1, 1) within each pixel's bin and quantise back") {
-  const std::string path = (std::filesystem::temp_directory_path() / "biflow_test_images.csv").string();
+  const std::string path = tests::temp_path("images.csv");
   {
     std::ofstream f(path);
     f << "0,16,3,1\n5,0,16,0\n";

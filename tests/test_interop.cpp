@@ -88,7 +88,7 @@ std::string edited_copy(const std::string& name, const std::function<void(std::s
   edit(header);
   header.resize(((header.size() + 7) / 8) * 8, ' ');
   n = header.size();
-  const std::string path = (std::filesystem::temp_directory_path() / ("biflow_interop_" + name)).string();
+  const std::string path = tests::temp_path("interop_" + name);
   std::ofstream out(path, std::ios::binary);
   out.write(reinterpret_cast<const char*>(&n), 8);
   out << header << data;

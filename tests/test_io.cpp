@@ -27,7 +27,7 @@ using namespace tests;
 
 namespace {
 std::string temp_file(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("biflow_test_" + name)).string();
+  return temp_path(name);
 }
 void write_raw(const std::string& path, const std::string& header, const std::string& data) {
   std::ofstream f(path, std::ios::binary);
@@ -161,6 +161,24 @@ TEST_CASE("npy round trip keeps values and an N x C x H x W shape reads as N row
   io::save_npy(path, d);
   CHECK(io::load_npy<double>(path) == d);
   CHECK(io::read_npy(path).dtype == "<f8");
+  std::remove(path.c_str());
+}
+
+TEST_CASE("npy writes integer arrays: int64 labels and int32 matrices read back as integers") {
+  const std::string path = temp_file("labels.npy");
+  io::save_npy_labels(path, {3, 0, 9, 7});
+  const io::NpyArray a = io::read_npy(path);
+  CHECK(a.dtype == "<i8");
+  CHECK(a.shape == std::vector<long>{4});
+  CHECK(a.data.rows() == 4);
+  CHECK(a.data(2, 0) == 9.0);
+  CHECK(a.data(3, 0) == 7.0);
+  HostMatrix<std::int32_t> m(2, 3);
+  m << 1, -2, 3, 4, 5, -6;
+  io::save_npy(path, m);
+  const io::NpyArray b = io::read_npy(path);
+  CHECK(b.dtype == "<i4");
+  CHECK(b.data.cast<std::int32_t>() == m);
   std::remove(path.c_str());
 }
 

@@ -7,6 +7,11 @@
 //     analytic inverse log-det vs the same for the inverse map (both directions); also the BruteForce policy
 //   - gradients: backward's input and parameter gradients vs central finite differences of
 //     L = Σ r₁∘y + Σ r₂∘logdet with fixed random r₁, r₂
+// Every check runs at `probes` input points (x itself, then x plus Gaussian noise of half x's scale) and reports the
+// worst. Parameters: every entry of a tensor with at most max_entries_per_param entries, otherwise that many
+// entries drawn at random (all rows and columns can be hit, not a fixed stride).
+// A layer at the identity (zero-initialised output layers, as couplings, MAF and TARFlow blocks start) passes a
+// wrong log-det trivially: the report flags it (`at_identity`) — randomise the weights first.
 // Use double precision (Cpu<double>) for the derivative checks.
 #include <algorithm>
 #include <cmath>
@@ -20,9 +25,11 @@
 namespace biflow::testing {
 
 struct CheckOptions {
-  double fd_step = 1e-6;            ///< central-difference step
-  long max_entries_per_param = 64;  ///< parameter entries probed per tensor (spread evenly)
+  double fd_step = 1e-5;            ///< central-difference step (≈ cube root of double epsilon: truncation and rounding balance)
+  long max_entries_per_param = 64;  ///< parameter entries probed per tensor (all of a small one, else at random)
   std::uint64_t seed = 1234;
+  long probes = 3;                  ///< input points checked: x and probes − 1 perturbed copies of it
+  double probe_scale = 0.5;         ///< perturbation: N(0, (probe_scale · RMS of x)²) per entry
 };
 
 struct CheckReport {
@@ -34,11 +41,15 @@ struct CheckReport {
   double param_grad_error = 0;        ///< max relative error of parameter gradients vs finite differences
   long params_checked = 0;            ///< parameter entries probed
   std::string worst_param;            ///< name of the parameter with the largest gradient error
+  long probes = 0;                    ///< input points checked
+  bool at_identity = false;           ///< the Jacobian is the identity at every probe: the checks prove nothing
   std::string summary() const {
     std::ostringstream s;
     s << "roundtrip " << roundtrip_error << ", logdet fwd " << logdet_forward_error << ", logdet inv "
       << logdet_inverse_error << ", bruteforce " << logdet_bruteforce_error << ", dx " << input_grad_error
-      << ", dparams " << param_grad_error << " (" << params_checked << " entries; worst: " << worst_param << ")";
+      << ", dparams " << param_grad_error << " (" << params_checked << " entries; worst: " << worst_param << "), "
+      << probes << " probe points";
+    if (at_identity) s << "; AT IDENTITY (Jacobian = I): randomise the weights first, the checks prove nothing here";
     return s.str();
   }
 };
@@ -71,17 +82,40 @@ HostMatrix<T> fd_jacobian(const HostMatrix<T>& x, G&& g, double h) {
 
 /// Runs the parameter gradient check: analytic grads from `grads`, loss from `loss()` re-evaluated with
 /// perturbed parameters of `model`.
+/// Which entries of an n-entry tensor to probe: all if n <= m, else m distinct ones at random.
+inline std::vector<long> entries(long n, long m, Rng& rng) {
+  std::vector<long> idx(static_cast<std::size_t>(n));
+  for (long i = 0; i < n; ++i) idx[std::size_t(i)] = i;
+  if (n <= m) return idx;
+  for (long i = 0; i < m; ++i) std::swap(idx[std::size_t(i)], idx[std::size_t(i + long(rng.below(std::uint64_t(n - i))))]);
+  idx.resize(std::size_t(m));
+  return idx;
+}
+
+/// x, then x + N(0, s²) (s = scale · RMS of x, or scale) for the remaining probe points.
+template <class B>
+std::vector<Tensor<B>> probe_points(const Tensor<B>& x, long probes, double scale, Rng& rng) {
+  using T = typename B::scalar;
+  std::vector<Tensor<B>> out{x};
+  const HostMatrix<T> h = to_host(x);
+  const double s = h.size() ? std::sqrt(double(h.squaredNorm()) / double(h.size())) : 1.0;
+  for (long p = 1; p < probes; ++p) {
+    HostMatrix<T> q = h;
+    for (long i = 0; i < q.size(); ++i) q.data()[i] += T(scale * (s > 0 ? s : 1.0) * rng.normal());
+    out.push_back(from_host<B>(q));
+  }
+  return out;
+}
+
 template <class M, class Loss>
 void check_param_grads(M& model, const std::vector<HostMatrix<double>>& analytic, Loss&& loss, const CheckOptions& o,
-                       CheckReport& rep) {
+                       CheckReport& rep, Rng& rng) {
   std::size_t k = 0;
   model.visit_parameters([&](const std::string& name, auto& p) {
     using B = typename std::decay_t<decltype(p.value)>::backend;
     using T = typename B::scalar;
     HostMatrix<T> v = to_host(p.value);
-    const long n = v.size();
-    const long stride = std::max<long>(1, n / std::max<long>(1, o.max_entries_per_param));
-    for (long i = 0; i < n; i += stride) {
+    for (const long i : entries(v.size(), o.max_entries_per_param, rng)) {
       const T keep = v.data()[i];
       v.data()[i] = keep + T(o.fd_step);
       p.value = from_host<B>(v);
@@ -97,6 +131,14 @@ void check_param_grads(M& model, const std::vector<HostMatrix<double>>& analytic
     }
     ++k;
   }, "");
+}
+
+/// The same, with the entry choice drawn from o.seed.
+template <class M, class Loss>
+void check_param_grads(M& model, const std::vector<HostMatrix<double>>& analytic, Loss&& loss, const CheckOptions& o,
+                       CheckReport& rep) {
+  Rng rng(o.seed);
+  check_param_grads(model, analytic, std::forward<Loss>(loss), o, rep, rng);
 }
 
 /// Max relative error of the analytic input gradient dx against central differences of loss_at.
@@ -123,24 +165,18 @@ std::vector<HostMatrix<double>> grads_of(M& model) {
   model.visit_parameters([&](const std::string&, auto& p) { g.push_back(to_host(p.grad).template cast<double>()); }, "");
   return g;
 }
-}  // namespace detail
-
-/// Full check of a flow layer at input x (and context cond for conditional layers).
-template <FlowLayer L>
-CheckReport check_flow_layer(const L& layer_in, const Tensor<typename L::backend>& x,
-                             const Tensor<typename L::backend>& cond = {}, CheckOptions o = {}) {
+/// One probe point of check_flow_layer: updates rep with the worst errors seen so far.
+template <class L>
+void check_flow_layer_at(L& layer, const Tensor<typename L::backend>& x, const Tensor<typename L::backend>& cond,
+                         const CheckOptions& o, Rng& rng, CheckReport& rep) {
   using B = typename L::backend;
   using T = typename B::scalar;
-  CheckReport rep;
-  L layer = layer_in;
-  Rng rng(o.seed);
   const long R = x.rows(), D = x.cols();
-
   // Round trip and analytic log-dets.
   typename L::Context ctx;
   const FlowOut<B> f = layer.forward(x, ctx, cond, logdet::analytic);
   const FlowOut<B> inv = layer.inverse(f.y, cond, logdet::analytic);
-  rep.roundtrip_error = double((to_host(inv.y) - to_host(x)).cwiseAbs().maxCoeff());
+  rep.roundtrip_error = std::max(rep.roundtrip_error, double((to_host(inv.y) - to_host(x)).cwiseAbs().maxCoeff()));
 
   // Log-det vs finite-difference Jacobians, both directions.
   auto fwd_map = [&](const HostMatrix<T>& xx) {
@@ -148,13 +184,21 @@ CheckReport check_flow_layer(const L& layer_in, const Tensor<typename L::backend
     return to_host(layer.forward(from_host<B>(xx), c, cond, logdet::none).y);
   };
   auto inv_map = [&](const HostMatrix<T>& yy) { return to_host(layer.inverse(from_host<B>(yy), cond, logdet::none).y); };
-  const HostMatrix<T> ld_fd_f = slogdet_rows(detail::fd_jacobian(to_host(x), fwd_map, o.fd_step), R, D);
+  const HostMatrix<T> jac = detail::fd_jacobian(to_host(x), fwd_map, o.fd_step);
+  for (long b = 0; b < R && rep.at_identity; ++b)
+    if ((jac.middleRows(b * D, D) - HostMatrix<T>::Identity(D, D)).cwiseAbs().maxCoeff() >
+        (std::is_same_v<T, double> ? 1e-7 : 1e-3))
+      rep.at_identity = false;
+  const HostMatrix<T> ld_fd_f = slogdet_rows(jac, R, D);
   const HostMatrix<T> ld_fd_i = slogdet_rows(detail::fd_jacobian(to_host(f.y), inv_map, o.fd_step), R, D);
-  rep.logdet_forward_error = double((ld_fd_f - to_host(f.logdet)).cwiseAbs().maxCoeff());
-  rep.logdet_inverse_error = double((ld_fd_i - to_host(inv.logdet)).cwiseAbs().maxCoeff());
+  rep.logdet_forward_error =
+      std::max(rep.logdet_forward_error, double((ld_fd_f - to_host(f.logdet)).cwiseAbs().maxCoeff()));
+  rep.logdet_inverse_error =
+      std::max(rep.logdet_inverse_error, double((ld_fd_i - to_host(inv.logdet)).cwiseAbs().maxCoeff()));
   typename L::Context cb;
   const FlowOut<B> bf = layer.forward(x, cb, cond, logdet::brute_force);
-  rep.logdet_bruteforce_error = double((to_host(bf.logdet) - to_host(f.logdet)).cwiseAbs().maxCoeff());
+  rep.logdet_bruteforce_error =
+      std::max(rep.logdet_bruteforce_error, double((to_host(bf.logdet) - to_host(f.logdet)).cwiseAbs().maxCoeff()));
 
   // Gradients of L = Σ r1∘y + Σ r2∘logdet.
   const HostMatrix<T> r1 = detail::random_host<T>(R, D, rng), r2 = detail::random_host<T>(R, 1, rng);
@@ -168,8 +212,25 @@ CheckReport check_flow_layer(const L& layer_in, const Tensor<typename L::backend
   layer.forward(x, c0, cond, logdet::analytic);
   const HostMatrix<T> dx = to_host(layer.backward(c0, from_host<B>(r1), from_host<B>(r2)));
   const auto pg = detail::grads_of(layer);
-  rep.input_grad_error = detail::input_grad_error(x, dx, loss_at, o.fd_step);
-  detail::check_param_grads(layer, pg, [&] { return loss_at(x); }, o, rep);
+  rep.input_grad_error = std::max(rep.input_grad_error, detail::input_grad_error(x, dx, loss_at, o.fd_step));
+  detail::check_param_grads(layer, pg, [&] { return loss_at(x); }, o, rep, rng);
+}
+
+}  // namespace detail
+
+/// Full check of a flow layer at input x (and context cond for conditional layers).
+template <FlowLayer L>
+CheckReport check_flow_layer(const L& layer_in, const Tensor<typename L::backend>& x,
+                             const Tensor<typename L::backend>& cond = {}, CheckOptions o = {}) {
+  using B = typename L::backend;
+  CheckReport rep;
+  L layer = layer_in;
+  Rng rng(o.seed);
+  rep.at_identity = true;
+  for (const Tensor<B>& xp : detail::probe_points(x, std::max<long>(1, o.probes), o.probe_scale, rng)) {
+    detail::check_flow_layer_at(layer, xp, cond, o, rng, rep);
+    ++rep.probes;
+  }
   return rep;
 }
 
@@ -192,7 +253,8 @@ CheckReport check_module(const M& module_in, const Tensor<typename M::backend>& 
   const HostMatrix<T> dx = to_host(m.backward(ctx, from_host<B>(r)));
   const auto pg = detail::grads_of(m);
   rep.input_grad_error = detail::input_grad_error(x, dx, loss_at, o.fd_step);
-  detail::check_param_grads(m, pg, [&] { return loss_at(x); }, o, rep);
+  detail::check_param_grads(m, pg, [&] { return loss_at(x); }, o, rep, rng);
+  rep.probes = 1;
   return rep;
 }
 
