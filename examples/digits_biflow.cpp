@@ -7,6 +7,7 @@
 //   digits_biflow [--flow-steps 2000] [--steps 2000] [--strategy align] [--distance mse] [--denoise learned]
 //                 [--report out.json] [--plot samples.png]
 //   digits_biflow --load-flow flow.safetensors ...        (reuse a TARFlow written by --save-flow)
+//   digits_biflow --save-samples DIR ...                  (exact.npy, learned.npy, labels.npy for your own evaluator)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -19,6 +20,7 @@
 #include <biflow/io/safetensors.hpp>
 
 #include "common/args.hpp"
+#include "common/quality.hpp"
 #include "common/png.hpp"
 #include "common/png_impl.hpp"
 
@@ -30,6 +32,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: digits_biflow [--data data/digits.csv] [--seed 0] [--report out.json] [--plot samples.png]\n"
+    "                     [--save-samples DIR] [--replicates 100]\n"
     "  forward model F (TARFlow):  [--flow-steps 2000] [--blocks 8] [--flow-layers 1] [--width 64] [--noise 0.05]\n"
     "                              [--load-flow F.safetensors] [--save-flow F.safetensors]\n"
     "                              [--load-g G.safetensors] [--save-g G.safetensors]\n"
@@ -50,10 +53,14 @@ constexpr const char* kUsage =
     "     takes w as an input (--cfg-mode train, trained on w ~ U(0, --cfg-max)) or runs twice (inference).\n"
     "     --sample-pool N mixes N of F's own samples (exact inverse + score denoising) into G's batches\n"
     "     (--pool-fraction of each batch) as extra data, so G also trains where z ~ N(0, I) lands.\n"
-    "  Evaluation: 1000 samples (100 per class) from N(0, I), clamped to [-1, 1]; class accuracy and Frechet\n"
-    "  distance of the classifier's features against all 1797 digits (digits-FD), for G and for F's exact inverse\n"
-    "  + score denoising; also with samples quantised to the 17 grey levels, and against the test digits only.\n"
-    "  Speed at batch 100.";
+    "  Evaluation: 1000 samples (100 per class) from N(0, I), clamped to [-1, 1], for G and for F's exact inverse\n"
+    "  (+ score denoising), judged against the 297 held-out test digits at equal n: each of --replicates random\n"
+    "  splits takes half of the test digits as reference and 148 rows of every set; Frechet distance and KID of\n"
+    "  an evaluation classifier's features, k-NN precision/recall, novelty (nearest-training-digit distance\n"
+    "  relative to the held-out digits': ~1 novel, ~0 copies) and class accuracy. Reference rows: copied\n"
+    "  training digits, the other half of the test digits, class mean + noise. --save-samples DIR writes\n"
+    "  exact.npy and learned.npy (float32 1000 x 64, clamped, same noise, rows in label order) and labels.npy\n"
+    "  (int64). Speed at batch 100.";
 
 constexpr long kClasses = 10, kTrain = 1500, kPerClass = 100, kBatchEval = 100;
 
@@ -93,25 +100,6 @@ examples::Image grid(const HostMatrix<float>& x, int scale) {
 
 HostMatrix<float> clamp_pixels(HostMatrix<float> x) { return x.cwiseMax(-1.0f).cwiseMin(1.0f); }
 
-/// Sample quality as the evaluator sees it (docs/experiments.md, "Protocol").
-struct Quality {
-  double acc = 0, fd = 0;  ///< samples clamped to [-1, 1] against all digits, dequantised (the shared protocol)
-  double acc_q = 0, fd_q = 0;  ///< samples quantised to the data's grey levels against all digits as stored
-  double fd_test = 0;      ///< clamped samples against the held-out test digits only (dequantised)
-};
-/// The evaluator's reference feature statistics.
-struct Reference {
-  GaussianFit all, all_discrete, test;
-};
-Quality quality(const MlpClassifier<B>& clf, const HostMatrix<float>& samples, const std::vector<int>& labels,
-                const Reference& real, long levels) {
-  const HostMatrix<float> xc = clamp_pixels(samples);
-  const Tensor<B> c = from_host<B>(xc), q = from_host<B>(data::level_centers(data::quantize(xc, levels), levels));
-  const GaussianFit fc = gaussian_fit(to_host(clf.feature_rows(c))), fq = gaussian_fit(to_host(clf.feature_rows(q)));
-  return {clf.accuracy(c, labels), frechet_distance(fc, real.all), clf.accuracy(q, labels),
-          frechet_distance(fq, real.all_discrete), frechet_distance(fc, real.test)};
-}
-
 }  // namespace
 
 int main(int argc, char** argv) try {
@@ -119,7 +107,7 @@ int main(int argc, char** argv) try {
                    {"data", "seed", "report", "plot", "flow-steps", "blocks", "flow-layers", "width", "noise",
                     "load-flow", "save-flow", "load-g", "save-g", "steps", "batch", "lr", "g-width", "stages", "g-layers", "strategy",
                     "distance", "feature-weight", "adaptive", "denoise", "state-clip", "cfg", "cfg-mode", "cfg-max",
-                    "ema", "heads", "g-seed", "sample-pool", "pool-fraction"},
+                    "ema", "heads", "g-seed", "sample-pool", "pool-fraction", "save-samples", "replicates"},
                    {"no-head-norm"});
   cpu::keep_heap_pages();
   const data::LabeledImages all = data::load_digits(a.str("data", BIFLOW_DATA_DIR "/digits.csv"));
@@ -226,8 +214,6 @@ int main(int argc, char** argv) try {
   MlpClassifier<B> feat_clf = distance.find("feature") != std::string::npos ? train_classifier({64, 96, 48, 10}, 4242)
                                                                            : MlpClassifier<B>{};
   const double clf_acc = clf.accuracy(from_host<B>(xte), test.labels);
-  auto fit = [&](const HostMatrix<float>& x) { return gaussian_fit(to_host(clf.feature_rows(from_host<B>(x)))); };
-  const Reference real{fit(xall), fit(data::level_centers(all.pixels, all.levels)), fit(xte)};
   std::printf("classifier 64-128-64-10: test accuracy %.4f\n", clf_acc);
 
   // ---- 3. the learned reverse model G -----------------------------------------------------------------------------
@@ -383,28 +369,57 @@ int main(int argc, char** argv) try {
   }
   exact_s /= double(zall.rows());
   learned_s /= double(zall.rows());
-  const Quality qe = quality(clf, exact, labels, real, all.levels), ql = quality(clf, learned, labels, real, all.levels);
-  // Yardsticks: the exact inverse without denoising, and the held-out digits themselves judged like samples.
-  const Quality qr = quality(clf, exact_raw, labels, real, all.levels),
-                qt = quality(clf, xte, test.labels, real, all.levels);
+  // Sample quality at equal n against the held-out test digits, with the reference rows computed the same way.
+  auto features = [&](const HostMatrix<float>& x) {
+    return HostMatrix<double>(to_host(clf.feature_rows(from_host<B>(x))).cast<double>());
+  };
+  const HostMatrix<float> xtrain = xall.topRows(kTrain);
+  // Two feature spaces, same splits: pixels (where a diagonal Gaussian per class ranks as bad) and the evaluation
+  // classifier's features (which reward class-typical digits: class mean + noise scores like real digits there).
+  const QualityOptions qo{.replicates = a.integer("replicates", 100), .seed = seed + 4};
+  const QualitySuite suite(xte.cast<double>(), xte.cast<double>(), xtrain.cast<double>(), qo),
+      suite_clf(features(xte), xte.cast<double>(), xtrain.cast<double>(), qo);
+  std::vector<examples::QualityEntry> table_clf;
+  auto judge = [&](const char* key, const char* label, const HostMatrix<float>& x, const std::vector<int>& lab) {
+    const HostMatrix<float> xc = clamp_pixels(x);
+    const double acc = clf.accuracy(from_host<B>(xc), lab);
+    table_clf.push_back({key, label, suite_clf.evaluate(features(xc), xc.cast<double>()), acc});
+    return examples::QualityEntry{key, label, suite.evaluate(xc.cast<double>(), xc.cast<double>()), acc};
+  };
+  // A memoriser: 1000 distinct training digits (with their labels).
+  Rng brng(seed + 5);
+  std::vector<long> copy_pick(static_cast<std::size_t>(kTrain));
+  for (long i = 0; i < kTrain; ++i) copy_pick[std::size_t(i)] = i;
+  for (long i = 0; i < long(labels.size()); ++i)
+    std::swap(copy_pick[std::size_t(i)], copy_pick[std::size_t(i + long(brng.below(std::uint64_t(kTrain - i))))]);
+  copy_pick.resize(labels.size());
+  std::vector<int> copy_labels;
+  for (long r : copy_pick) copy_labels.push_back(train.labels[std::size_t(r)]);
+  const std::vector<examples::QualityEntry> table = {
+      judge("exact", "exact inverse + score denoising", exact, labels),
+      judge("learned", "learned inverse G (1 pass)", learned, labels),
+      judge("exact_no_denoise", "exact inverse, no denoising", exact_raw, labels),
+      judge("train_copies", "ref: copied training digits", copy_rows(xtrain, copy_pick), copy_labels),
+      {"heldout", "ref: held-out test digits (half)", suite.heldout_split(), clf_acc},
+      judge("mean_noise", "ref: class mean + noise", class_mean_noise(xtrain, train.labels, kClasses, labels, brng),
+            labels)};
   const double speedup = exact_s / learned_s;
   // How far G is from F^-1 where it is used: on z ~ N(0, I), not on F(test digits).
   const double sample_mse = double((clamp_pixels(learned) - clamp_pixels(exact)).squaredNorm()) / double(exact.size());
   std::printf("reconstruction G(F(x)) on test: MSE %.5f per pixel; G(z) vs exact inverse on the samples: MSE %.5f\n",
               recon_mse, sample_mse);
-  std::printf("%-34s %9s %10s %11s %11s %10s\n", "1000 samples, 100 per class", "class acc", "digits-FD",
-              "FD 17-level", "FD vs test", "ms/image");
-  auto row = [](const char* name, const Quality& q, double sec) {
-    std::printf("%-34s %9.4f %10.3f %11.3f %11.3f", name, q.acc, q.fd, q.fd_q, q.fd_test);
-    if (sec > 0) std::printf(" %10.4f", 1e3 * sec);
-    std::printf("\n");
-  };
-  row("exact inverse + score denoising", qe, exact_s);
-  row("learned inverse G (1 pass)", ql, learned_s);
-  row("exact inverse, no denoising", qr, 0);
-  row("held-out test digits", qt, 0);
-  std::printf("speedup (batch %ld, %d thread%s): %.1fx; guidance w = %g\n", kBatchEval, cpu::threads(),
-              cpu::threads() > 1 ? "s" : "", speedup, w);
+  table_clf.insert(table_clf.begin() + 4,
+                   {"heldout", "ref: held-out test digits (half)", suite_clf.heldout_split(), clf_acc});
+  examples::print_quality(table, suite, "pixels");
+  examples::print_quality(table_clf, suite_clf, "classifier features");
+  const double fd_ratio = table[1].row.fd.median / table[0].row.fd.median;
+  std::printf("learned vs exact (pixel FD medians): %.3f\n", fd_ratio);
+  std::printf("time per image: exact + score denoising %.4f ms, learned %.4f ms; speedup (batch %ld, %d thread%s): "
+              "%.1fx; guidance w = %g\n",
+              1e3 * exact_s, 1e3 * learned_s, kBatchEval, cpu::threads(), cpu::threads() > 1 ? "s" : "", speedup, w);
+  if (a.has("save-samples"))
+    examples::save_samples(a.str("save-samples", ""),
+                           {{"exact", clamp_pixels(exact)}, {"learned", clamp_pixels(learned)}}, labels);
 
   if (a.has("plot")) {
     HostMatrix<float> pick(100, 64), pick_l(100, 64);
@@ -425,13 +440,9 @@ int main(int argc, char** argv) try {
     std::ofstream f(a.str("report", ""));
     f.precision(8);
     f << "{\n  \"strategy\": \"" << strategy << "\",\n  \"distance\": \"" << dist.label << "\",\n  \"denoise\": \""
-      << denoise_mode << "\",\n  \"fd_learned\": " << ql.fd << ",\n  \"fd_exact\": " << qe.fd
-      << ",\n  \"fd_learned_quantised\": " << ql.fd_q << ",\n  \"fd_exact_quantised\": " << qe.fd_q
-      << ",\n  \"acc_learned_quantised\": " << ql.acc_q << ",\n  \"acc_exact_quantised\": " << qe.acc_q
-      << ",\n  \"fd_learned_vs_test\": " << ql.fd_test << ",\n  \"fd_exact_vs_test\": " << qe.fd_test
-      << ",\n  \"fd_exact_no_denoise\": " << qr.fd << ",\n  \"acc_exact_no_denoise\": " << qr.acc
-      << ",\n  \"fd_test_digits\": " << qt.fd << ",\n  \"fd_test_digits_vs_test\": " << qt.fd_test
-      << ",\n  \"acc_learned\": " << ql.acc << ",\n  \"acc_exact\": " << qe.acc << ",\n  \"recon_mse\": " << recon_mse << ",\n  \"sample_mse_learned_vs_exact\": " << sample_mse
+      << denoise_mode << "\"" << examples::quality_json(table, suite, "pix", true)
+      << examples::quality_json(table_clf, suite_clf, "clf", false) << ",\n  \"fd_pix_learned_over_exact\": " << fd_ratio
+      << ",\n  \"recon_mse\": " << recon_mse << ",\n  \"sample_mse_learned_vs_exact\": " << sample_mse
       << ",\n  \"seconds_per_image_learned\": " << learned_s << ",\n  \"seconds_per_image_exact\": " << exact_s
       << ",\n  \"speedup\": " << speedup << ",\n  \"classifier_test_accuracy\": " << clf_acc
       << ",\n  \"cfg\": " << w << ",\n  \"cfg_mode\": \"" << cfg_mode << "\",\n  \"state_clip\": " << ro.state_clip

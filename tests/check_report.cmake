@@ -1,5 +1,10 @@
 # Runs an example that writes a JSON report, then checks that report: KEY_LESS is "a<b" where a is a report key
-# and b a report key or a number (either side may be a number).
+# and b a report key or a number (either side may be a number). FILES (optional): paths that must exist and be
+# non-empty afterwards. Each file is removed before the run, so a stale one cannot pass.
+foreach(f ${FILES})
+  file(REMOVE ${f})
+endforeach()
+file(REMOVE ${REPORT})
 execute_process(COMMAND ${CMD} RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "example exited with ${rc}")
@@ -24,4 +29,14 @@ foreach(pair ${KEY_LESS})
     message(FATAL_ERROR "report ${REPORT}: expected ${a} (${va}) < ${b} (${vb})")
   endif()
   message(STATUS "${a} = ${va} < ${b} = ${vb}")
+endforeach()
+foreach(f ${FILES})
+  if(NOT EXISTS ${f})
+    message(FATAL_ERROR "expected the example to write ${f}")
+  endif()
+  file(SIZE ${f} sz)
+  if(sz EQUAL 0)
+    message(FATAL_ERROR "${f} is empty")
+  endif()
+  message(STATUS "wrote ${f} (${sz} bytes)")
 endforeach()

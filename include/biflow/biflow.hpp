@@ -39,6 +39,7 @@
 #include "reverse/strategy.hpp"
 #include "reverse/trainer.hpp"
 #include "eval/classifier.hpp"
+#include "eval/baselines.hpp"
 #include "eval/frechet.hpp"
 #include "eval/kid.hpp"
 #include "eval/knn.hpp"

@@ -11,6 +11,8 @@
 // and in the novelty space (e.g. pixels): novelty = median nearest-training-row distance of the n candidate rows
 // over that of the reference half. Rows report the median over replicates and a percentile interval. The splits
 // depend only on the seed and the held-out data, so rows of one suite are paired (same splits).
+// Features are divided by one scale s (RMS feature of the held-out rows, s² = mean |f|² / f) for every row alike,
+// so that the cubic kernel of KID sees a·b/f ≈ 1 whatever the feature network's output range (FD scales by 1/s²).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -74,6 +76,11 @@ class QualitySuite {
       throw shape_error(detail::cat("QualitySuite: need at least ", 2 * (o_.k + 2), " held-out rows, got ",
                                     hf_.rows()));
     if (o_.replicates < 1) throw usage_error("QualitySuite: replicates must be >= 1");
+    const double ms = hf_.squaredNorm() / double(hf_.size());
+    if (!(ms > 0) || !std::isfinite(ms))
+      throw numeric_error(detail::cat("QualitySuite: held-out features have mean square ", ms, " (all zero or not finite)"));
+    scale_ = 1.0 / std::sqrt(ms);
+    hf_ *= scale_;
     const Eigen::VectorXd h = nearest_distances(hp_, tp_);
     heldout_nn_.assign(h.data(), h.data() + h.size());
   }
@@ -82,6 +89,8 @@ class QualitySuite {
   long n() const { return hf_.rows() / 2; }
   long n_reference() const { return hf_.rows() - n(); }
   const QualityOptions& options() const { return o_; }
+  /// The factor applied to every feature vector (1 / RMS of the held-out features).
+  double feature_scale() const { return scale_; }
 
   /// A candidate set: features (for the distances) and points (for novelty), same rows, at least n() of them.
   QualityRow evaluate(const HostMatrix<double>& features, const HostMatrix<double>& points) const {
@@ -95,7 +104,8 @@ class QualitySuite {
       throw shape_error(detail::cat("QualitySuite.evaluate: need at least n = ", n(), " candidate rows, got ",
                                     features.rows()));
     const Eigen::VectorXd c = nearest_distances(points, tp_);
-    return run([&](long b, std::vector<long>&) { return subset(features.rows(), b); }, features,
+    if (!features.allFinite()) throw numeric_error("QualitySuite.evaluate: candidate features are not finite");
+    return run([&](long b, std::vector<long>&) { return subset(features.rows(), b); }, HostMatrix<double>(scale_ * features),
                std::vector<double>(c.data(), c.data() + c.size()));
   }
   /// The real-data floor: the held-out half not used as reference, judged like a candidate.
@@ -149,6 +159,7 @@ class QualitySuite {
   HostMatrix<double> hf_, hp_, tp_;
   QualityOptions o_;
   std::vector<double> heldout_nn_;
+  double scale_ = 1;
 };
 
 }  // namespace biflow

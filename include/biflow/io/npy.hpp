@@ -147,18 +147,23 @@ HostMatrix<T> load_npy(const std::string& path) {
   return read_npy(path).data.template cast<T>();
 }
 
-/// Writes m as an .npy array of the given shape (default: rows x cols) in float32 (T = float) or float64 (T = double),
-/// atomically (see atomic_file.hpp).
+/// Writes m as an .npy array of the given shape (default: rows x cols), atomically (see atomic_file.hpp), in the
+/// matrix's own type: float32, float64, int64 or int32 (e.g. labels that NumPy/PyTorch read as integers).
 template <class T>
 void save_npy(const std::string& path, const HostMatrix<T>& m, std::vector<long> shape = {}) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "save_npy: float or double matrices only");
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, std::int64_t> ||
+                    std::is_same_v<T, std::int32_t>,
+                "save_npy: float, double, int64 or int32 matrices only");
+  const char* descr = std::is_same_v<T, float>          ? "<f4"
+                      : std::is_same_v<T, double>       ? "<f8"
+                      : std::is_same_v<T, std::int64_t> ? "<i8"
+                                                        : "<i4";
   if (shape.empty()) shape = {m.rows(), m.cols()};
   long count = 1;
   for (long d : shape) count *= d;
   if (count != m.size())
     throw usage_error(detail::cat("save_npy: shape holds ", count, " values, the matrix ", m.size()));
-  std::string h = std::string("{'descr': '") + (std::is_same_v<T, float> ? "<f4" : "<f8") +
-                  "', 'fortran_order': False, 'shape': (";
+  std::string h = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (";
   for (std::size_t i = 0; i < shape.size(); ++i) h += std::to_string(shape[i]) + (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
   h += "), }";
   while ((10 + h.size() + 1) % 64) h += ' ';
@@ -170,6 +175,13 @@ void save_npy(const std::string& path, const HostMatrix<T>& m, std::vector<long>
     f.write(h.data(), std::streamsize(h.size()));
     f.write(reinterpret_cast<const char*>(m.data()), std::streamsize(m.size() * sizeof(T)));
   });
+}
+
+/// Writes integer labels as a 1-D int64 .npy array (what NumPy and PyTorch use for class labels).
+inline void save_npy_labels(const std::string& path, const std::vector<int>& labels) {
+  HostMatrix<std::int64_t> m(long(labels.size()), 1);
+  for (std::size_t i = 0; i < labels.size(); ++i) m(long(i), 0) = labels[i];
+  save_npy(path, m, {long(labels.size())});
 }
 
 }  // namespace biflow::io
