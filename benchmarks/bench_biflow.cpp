@@ -1,11 +1,17 @@
-// Google Benchmark: learned inverse (BiFlow) vs exact inverse on Cpu<float>.
-//   BM_Exact/<T>/<batch>:        F's exact inverse (KV-cached decoding) + score denoising (forward + backward)
-//   BM_Learned/<T>/<batch>:      one pass of G (learned denoising stage included)
-//   BM_ReverseTrainStep/<batch>: a whole ReverseTrainer step (F trajectory + G forward/backward + AdamW)
-// F: the digits TARFlow shape (8 blocks x 1 layer, width 64) on 1 x (2·sqrt(T)) x (2·sqrt(T)) images, patch 2;
-// G: the digits_biflow default, 2 stages + denoise stage, 1 bidirectional layer each, width 64. The ratio Exact / Learned at the same T and
-// batch is the speedup the digits example reports (counters: images/s). Threads: as the environment sets
-// (OMP_NUM_THREADS); docs/performance.md records which.
+// Google Benchmark: learned inverse (BiFlow) vs exact inverse on Cpu<float>, like with like.
+//   BM_Decode/<T>/<batch>/<w>               F's exact inverse: KV-cached decoding, B·(T−1) serial steps; guidance w
+//                                           (w > 0: conditional + unconditional pass per step, as one 2N batch)
+//   BM_DecodeDenoise/<T>/<batch>/<w>        the same + score denoising (F forward + input-only backward)
+//   BM_G/<T>/<batch>/<w>/<denoise>/<stages> one pass of G: <stages> aligned stages (+ its learned denoising stage
+//                                           when <denoise> = 1); w > 0: G takes w as an input (training-time CFG,
+//                                           still one pass)
+//   BM_ReverseTrainStep/<batch>             a whole ReverseTrainer step (F trajectory + G forward/backward + AdamW)
+// Pairs to compare (scripts/speed_table.py builds the table from the JSON):
+//   decode only        BM_Decode        vs BM_G/.../0/<stages>   (G without its denoise stage)
+//   decode + denoise   BM_DecodeDenoise vs BM_G/.../1/<stages>   (G with its denoise stage)
+// F: 8 blocks × 1 causal layer, width 64, 4 heads (the digits_tarflow default). T = 16: 1 × 8 × 8 digits, patch 2;
+// T = 256: 4 × 32 × 32 latents, patch 2 (the paper's ImageNet shape), same width. G: width 64, 1 bidirectional
+// layer per stage; stages 2 (the digits_biflow default) or 8 (F's depth). Threads: OMP_NUM_THREADS.
 #include <benchmark/benchmark.h>
 
 #include <biflow/biflow.hpp>
@@ -15,12 +21,14 @@ using namespace biflow;
 using F = Cpu<float>;
 
 namespace {
-long side_for(long tokens) { return 2 * long(std::lround(std::sqrt(double(tokens)))); }
+ImageShape image_for(long tokens) {
+  return tokens == 16 ? ImageShape{1, 8, 8, 2, PatchOrder::channel_major}
+                      : ImageShape{4, 32, 32, 2, PatchOrder::channel_major};
+}
 
 TarFlow<F> flow_model(long tokens) {
   TarFlowConfig cfg;
-  const long s = side_for(tokens);
-  cfg.image = {1, s, s, 2, PatchOrder::channel_major};
+  cfg.image = image_for(tokens);
   cfg.width = 64;
   cfg.blocks = 8;
   cfg.layers = 1;
@@ -34,16 +42,18 @@ TarFlow<F> flow_model(long tokens) {
   }, "");
   return m;
 }
-ReverseConfig reverse_config(long tokens) {
+ReverseConfig reverse_config(long tokens, long stages, bool denoise, bool guidance) {
+  const ImageShape im = image_for(tokens);
   ReverseConfig c;
-  c.tokens = tokens;
-  c.token_dim = 4;
+  c.tokens = im.tokens();
+  c.token_dim = im.token_dim();
   c.width = 64;
-  c.stages = 2;
+  c.stages = stages;
   c.layers = 1;
   c.heads = 4;
   c.cond_features = 11;
-  c.denoise_stage = true;
+  c.denoise_stage = denoise;
+  c.guidance = guidance;
   return c;
 }
 Tensor<F> cond_rows(long n) {
@@ -57,35 +67,51 @@ Tensor<F> randn(long n, long d, std::uint64_t seed) {
   fill_normal(x, r);
   return x;
 }
-
-void BM_Exact(benchmark::State& st) {
-  const long T = st.range(0), n = st.range(1);
-  cpu::keep_heap_pages();
-  TarFlow<F> f = flow_model(T);
-  const Tensor<F> z = randn(n, 4 * T, 3), c = cond_rows(n);
-  for (auto _ : st) {
-    const Tensor<F> x = f.sample(z, c, {}, false).y;
-    benchmark::DoNotOptimize(denoise(f, x, 0.05, c).data());
-  }
+void per_image(benchmark::State& st, long n) {
   st.counters["images/s"] = benchmark::Counter(double(n), benchmark::Counter::kIsIterationInvariantRate);
 }
-void BM_Learned(benchmark::State& st) {
+
+void BM_Decode(benchmark::State& st) {
   const long T = st.range(0), n = st.range(1);
+  const double w = double(st.range(2));
+  cpu::keep_heap_pages();
+  const TarFlow<F> f = flow_model(T);
+  const Tensor<F> z = randn(n, f.config().image.features(), 3), c = cond_rows(n);
+  for (auto _ : st) benchmark::DoNotOptimize(f.sample(z, c, Guidance<F>{w, false, {}}, false).y.data());
+  per_image(st, n);
+}
+void BM_DecodeDenoise(benchmark::State& st) {
+  const long T = st.range(0), n = st.range(1);
+  const double w = double(st.range(2));
   cpu::keep_heap_pages();
   TarFlow<F> f = flow_model(T);
+  const Tensor<F> z = randn(n, f.config().image.features(), 3), c = cond_rows(n);
+  for (auto _ : st) {
+    const Tensor<F> x = f.sample(z, c, Guidance<F>{w, false, {}}, false).y;
+    benchmark::DoNotOptimize(denoise(f, x, 0.05, c).data());
+  }
+  per_image(st, n);
+}
+void BM_G(benchmark::State& st) {
+  const long T = st.range(0), n = st.range(1), stages = st.range(4);
+  const double w = double(st.range(2));
+  const bool denoise_stage = st.range(3) != 0;
+  cpu::keep_heap_pages();
+  const TarFlow<F> f = flow_model(T);
   Rng r(4);
-  ReverseModel<F> g(reverse_config(T), r);
+  const ReverseModel<F> g(reverse_config(T, stages, denoise_stage, w != 0), r);
   const BiFlow bf{f, g};
-  const Tensor<F> z = randn(n, 4 * T, 3), c = cond_rows(n);
-  for (auto _ : st) benchmark::DoNotOptimize(bf.sample(z, c).data());
-  st.counters["images/s"] = benchmark::Counter(double(n), benchmark::Counter::kIsIterationInvariantRate);
+  const Tensor<F> z = randn(n, f.config().image.features(), 3), c = cond_rows(n);
+  const Tensor<F> wt = w != 0 ? constant<F>(n, 1, float(w)) : Tensor<F>{};
+  for (auto _ : st) benchmark::DoNotOptimize(bf.sample(z, c, wt).data());
+  per_image(st, n);
 }
 void BM_ReverseTrainStep(benchmark::State& st) {
   const long n = st.range(0);
   cpu::keep_heap_pages();
   TarFlow<F> f = flow_model(16);
   Rng r(4);
-  const ReverseConfig rc = reverse_config(16);
+  const ReverseConfig rc = reverse_config(16, 2, true, false);
   ReverseModel<F> g(rc, r);
   HiddenAlignment<F> s(rc, r);
   ReverseTrainOptions o;
@@ -96,11 +122,12 @@ void BM_ReverseTrainStep(benchmark::State& st) {
   const Tensor<F> x = randn(n, 64, 3), c = cond_rows(n);
   Rng rng(5);
   for (auto _ : st) benchmark::DoNotOptimize(tr.step(x, c, rng).loss);
-  st.counters["images/s"] = benchmark::Counter(double(n), benchmark::Counter::kIsIterationInvariantRate);
+  per_image(st, n);
 }
 }  // namespace
 
-BENCHMARK(BM_Exact)->ArgsProduct({{16, 64}, {1, 16, 100}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_Learned)->ArgsProduct({{16, 64}, {1, 16, 100}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Decode)->ArgsProduct({{16, 256}, {1, 100}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_DecodeDenoise)->ArgsProduct({{16, 256}, {1, 100}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_G)->ArgsProduct({{16, 256}, {1, 100}, {0, 1}, {0, 1}, {2, 8}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ReverseTrainStep)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Plants each bug of docs/testing.md in a scratch copy of the working tree, builds the one test file that should
+# catch it (with tests/test_main.cpp) and runs it: a bug is "caught" when that test binary fails. Before the bugs,
+# each test file is built and run unmutated once: it must pass, or a "caught" would prove nothing.
+#   ./scripts/planted_bugs.sh            all bugs
+#   ./scripts/planted_bugs.sh NAME...    some (names as in the table below)
+# Needs g++, Eigen and doctest (./scripts/deps.sh). About a minute per bug on one core.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+src=$(pwd)
+# name | file to mutate | perl substitution (applied with -0pi) | test file that must catch it
+bugs=(
+  "coupling_mask_flipped|include/biflow/flow/coupling.hpp|s/mask_ = row_from_host<B>\(m\);\n    inv_mask_ = row_from_host<B>\(im\);/mask_ = row_from_host<B>(im);\n    inv_mask_ = row_from_host<B>(m);/|tests/test_flow_layers.cpp"
+  "sequential_drops_first_logdet|include/biflow/flow/sequential.hpp|s/      acc.y = std::move\(o.y\);\n      seq_detail::add_logdet\(acc.logdet, o.logdet\);/      acc.y = std::move(o.y);\n      if (acc.logdet.rows() > 0) seq_detail::add_logdet(acc.logdet, o.logdet);/|tests/test_flow_layers.cpp"
+  "composition_inverse_order_reversed|include/biflow/flow/sequential.hpp|s/\(step_inverse<n - 1 - I>\(acc, cond, want_logdet\), ...\);/(step_inverse<I>(acc, cond, want_logdet), ...);/|tests/test_flow_layers.cpp"
+  "tarflow_causal_shift_dropped|include/biflow/flow/tarflow_block.hpp|s/return concat_cols\(Tensor<B>\(N, 2 \* D\), slice_cols\(o, 0, \(Tn - 1\) \* 2 \* D\)\);/return o;/|tests/test_tarflow.cpp"
+  "kv_cache_misses_current_token|include/biflow/nn/attention.hpp|s/const long i = cache.len, L = i \+ 1,/const long i = cache.len, L = std::max<long>(1, i),/|tests/test_tarflow.cpp"
+  "score_sign_flipped|include/biflow/flow/score.hpp|s/fn::Axpby\{1.0, sigma \* sigma\}/fn::Axpby{1.0, -sigma * sigma}/|tests/test_tarflow.cpp"
+  "reverse_stage_targets_swapped|include/biflow/reverse/reverse_model.hpp|s/return \(\(stages - 1 - j\) \* blocks\) \/ stages;/return (j * blocks) \/ stages;/|tests/test_reverse.cpp"
+  "adamw_skips_float_backend|include/biflow/train/adamw.hpp|s/      for_each\(up, p.value, p.grad, m_\[i\], v_\[i\]\);/      if constexpr (!std::is_same_v<typename B::scalar, float>) for_each(up, p.value, p.grad, m_[i], v_[i]);/|tests/equality/test_equality_cpu.cpp"
+  "checker_blind_identity_layer|tests/test_flow_layers.cpp|s/    auto layer = make_coupling<B>\(mask, \{8, 8\}, rng\);\n    randomize\(layer, 2\);/    auto layer = make_coupling<B>(mask, {8, 8}, rng);/|tests/test_flow_layers.cpp"
+)
+want=("$@")
+work=$(mktemp -d /tmp/biflow_planted.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+flags=(-std=c++20 -O1 -I/usr/include/eigen3 -DBIFLOW_SOURCE_DIR="\"$src\"" -DBIFLOW_CHECKPOINT_WRITER="\"/bin/false\"")
+build_and_run() {  # $1 tree, $2 test file, $3 log
+  local main=$1/tests/test_main.cpp
+  [ "$2" = tests/equality/test_equality_cpu.cpp ] && main=""  # that file has its own main
+  g++ "${flags[@]}" -I"$1/include" -I"$1/tests" $main "$1/$2" -o "$1/t" > "$3" 2>&1 || { echo "build failed"; return 2; }
+  (cd "$1" && OMP_WAIT_POLICY=passive timeout 600 ./t) >> "$3" 2>&1 && return 0 || return 1
+}
+declare -A baseline
+status=0
+printf '%-36s %-40s %s\n' "bug" "caught by" "result"
+for b in "${bugs[@]}"; do
+  IFS='|' read -r name file subst test <<< "$b"
+  if [ ${#want[@]} -gt 0 ] && [[ ! " ${want[*]} " == *" $name "* ]]; then continue; fi
+  if [ -z "${baseline[$test]:-}" ]; then
+    rm -rf "$work/base" && mkdir -p "$work/base" && cp -r include tests "$work/base/"
+    if build_and_run "$work/base" "$test" "$work/base.log"; then baseline[$test]=ok; else
+      echo "unmutated $test does not pass: see $work/base.log"; cat "$work/base.log" | tail -20; exit 1; fi
+  fi
+  rm -rf "$work/m" && mkdir -p "$work/m" && cp -r include tests "$work/m/"
+  before=$(md5sum "$work/m/$file")
+  perl -0pi -e "$subst" "$work/m/$file"
+  if [ "$(md5sum "$work/m/$file")" = "$before" ]; then
+    printf '%-36s %-40s %s\n' "$name" "$test" "NOT PLANTED (the substitution no longer matches)"; status=1; continue
+  fi
+  build_and_run "$work/m" "$test" "$work/$name.log"
+  rc=$?
+  if [ $rc = 1 ]; then
+    printf '%-36s %-40s %s\n' "$name" "$test" "caught: $(grep -m1 -E 'ERROR|TEST CASE' "$work/$name.log" | cut -c1-60)"
+  elif [ $rc = 2 ]; then
+    printf '%-36s %-40s %s\n' "$name" "$test" "caught at compile time"
+  else
+    printf '%-36s %-40s %s\n' "$name" "$test" "NOT CAUGHT"; status=1
+  fi
+done
+exit $status
