@@ -23,6 +23,7 @@
 #include <biflow/io/npy.hpp>
 
 #include "common/args.hpp"
+#include "common/quality.hpp"
 
 using namespace biflow;
 
@@ -36,6 +37,8 @@ constexpr const char* kUsage =
     "          [--lr 1e-3]\n"
     "  G:      [--g-width W] [--stages 2] [--g-layers 1] [--steps 200] [--g-lr 1e-3]\n"
     "  speed:  [--sample-batch 32] [--repeats 3] [--tf32] (Cuda: TF32 tensor-core GEMMs)\n"
+    "  --save-samples DIR: exact.npy and learned.npy (float32, sample-batch x C*S*S, same noise, rows in label\n"
+    "  order) and labels.npy (int64)\n"
     "  --preset b2 sets the BiFlow-B/2-like sizes: width 768, 12 heads (head dim 64), F 8 blocks x 2 layers,\n"
     "  G 4 stages x 3 layers (+ the denoise stage), batch 64, sample batch 64. Flags after it override it.";
 
@@ -295,6 +298,15 @@ int run(const examples::Args& a, const char* device) {
   const double exact_ips = double(sample_batch) / median(te), learned_ips = double(sample_batch) / median(tl);
   const HostMatrix<float> he = to_host(exact), hl = to_host(learned);
   const double mse = double((he - hl).squaredNorm()) / double(he.size());
+  if (a.has("save-samples")) {  // rows grouped by label (stable), same noise for both
+    std::vector<long> order(static_cast<std::size_t>(sample_batch));
+    for (long i = 0; i < sample_batch; ++i) order[std::size_t(i)] = i;
+    std::stable_sort(order.begin(), order.end(), [&](long x, long y) { return sl[std::size_t(x)] < sl[std::size_t(y)]; });
+    std::vector<int> sorted_labels;
+    for (long i : order) sorted_labels.push_back(sl[std::size_t(i)]);
+    examples::save_samples(a.str("save-samples", ""), {{"exact", rows_of(he, order)}, {"learned", rows_of(hl, order)}},
+                           sorted_labels);
+  }
   const double var = double((he.array() - he.mean()).square().mean());
   std::printf("sampling at batch %ld (median of %ld): exact inverse + score denoising %.1f images/s, learned G %.1f "
               "images/s: %.1fx faster\n",
@@ -327,7 +339,7 @@ int main(int argc, char** argv) try {
   examples::Args a(argc, argv, kUsage,
                    {"backend", "preset", "report", "data", "labels", "synthetic", "write-synthetic", "classes",
                     "channels", "size", "patch", "width", "blocks", "layers", "heads", "noise", "flow-steps", "batch",
-                    "lr", "g-width", "stages", "g-layers", "steps", "g-lr", "sample-batch", "repeats"},
+                    "lr", "g-width", "stages", "g-layers", "steps", "g-lr", "sample-batch", "repeats", "save-samples"},
                    {"tf32"});
   const std::string preset = a.str("preset", "tiny");
   if (preset != "tiny" && preset != "b2") a.fail("--preset must be tiny or b2");
