@@ -4,7 +4,8 @@
 #      contexts, TF32, the CUDA examples)
 #   2. compute-sanitizer memcheck and racecheck on the CUDA tests
 #   3. bench_cuda (GEMM peak, B/2-like training step, exact vs learned sampling), JSON
-#   4. the same training step in PyTorch eager (benchmarks/reference/latent_tarflow_torch.py), fp32 and TF32
+#   4. the same training step in PyTorch (benchmarks/reference/latent_tarflow_torch.py), eager and torch.compile,
+#      fp32 and TF32
 #   5. GEMM share of a training step's GPU time (nsys, when installed)
 #   6. latent_biflow_cuda --preset b2 on synthetic latents, --report
 # Results go to ${OUT:-cuda-results}/. Every step runs even when an earlier one fails; the script exits 1 if any
@@ -40,7 +41,7 @@ fi
 "$build/benchmarks/bench_cuda" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
   --benchmark_out="$out/bench_cuda.json" --benchmark_out_format=json | tee "$out/bench_cuda.txt" || failed+=("bench_cuda")
 if python3 -c "import torch" 2> /dev/null; then
-  for tf in "" "--tf32"; do
+  for tf in "" "--tf32" "--compile" "--tf32 --compile"; do  # PyTorch at its best: fused AdamW, foreach clip, compile
     python3 benchmarks/reference/latent_tarflow_torch.py --device cuda --width 768 --heads 12 --blocks 8 --layers 2 \
       --batch 64 $tf | tee -a "$out/torch.jsonl" || failed+=("PyTorch reference $tf")
   done
