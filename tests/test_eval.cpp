@@ -252,7 +252,8 @@ TEST_CASE("the quality suite does not depend on the feature network's output sca
   CHECK(b.feature_scale() == doctest::Approx(a.feature_scale() / 100.0).epsilon(1e-12));
   HostMatrix<double> bad = d.fresh;
   bad(3, 2) = std::nan("");
-  CHECK(message<numeric_error>([&] { a.evaluate(bad, d.fresh); }).find("not finite") != std::string::npos);
+  CHECK(message<numeric_error>([&] { a.evaluate(bad, d.fresh); }).find("features are not finite") != std::string::npos);
+  CHECK(message<numeric_error>([&] { a.evaluate(d.fresh, bad); }).find("points are not finite") != std::string::npos);
 }
 
 TEST_CASE("categorical bits/dim baseline: log2(levels) for uniform pixels, lower per class when classes differ") {

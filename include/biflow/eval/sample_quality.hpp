@@ -104,7 +104,9 @@ class QualitySuite {
       throw shape_error(detail::cat("QualitySuite.evaluate: need at least n = ", n(), " candidate rows, got ",
                                     features.rows()));
     const Eigen::VectorXd c = nearest_distances(points, tp_);
-    if (!features.allFinite()) throw numeric_error("QualitySuite.evaluate: candidate features are not finite");
+    if (!features.allFinite() || !points.allFinite())
+      throw numeric_error(detail::cat("QualitySuite.evaluate: candidate ", features.allFinite() ? "points" : "features",
+                                      " are not finite (NaN or Inf samples)"));
     return run([&](long b, std::vector<long>&) { return subset(features.rows(), b); }, HostMatrix<double>(scale_ * features),
                std::vector<double>(c.data(), c.data() + c.size()));
   }
