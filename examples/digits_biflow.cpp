@@ -388,11 +388,7 @@ int main(int argc, char** argv) try {
   };
   // A memoriser: 1000 distinct training digits (with their labels).
   Rng brng(seed + 5);
-  std::vector<long> copy_pick(static_cast<std::size_t>(kTrain));
-  for (long i = 0; i < kTrain; ++i) copy_pick[std::size_t(i)] = i;
-  for (long i = 0; i < long(labels.size()); ++i)
-    std::swap(copy_pick[std::size_t(i)], copy_pick[std::size_t(i + long(brng.below(std::uint64_t(kTrain - i))))]);
-  copy_pick.resize(labels.size());
+  const std::vector<long> copy_pick = choose_distinct(kTrain, long(labels.size()), brng);
   std::vector<int> copy_labels;
   for (long r : copy_pick) copy_labels.push_back(train.labels[std::size_t(r)]);
   const std::vector<examples::QualityEntry> table = {

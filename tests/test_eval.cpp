@@ -1,5 +1,5 @@
 // Sample-quality evaluation (eval/knn.hpp, eval/kid.hpp, eval/precision_recall.hpp, eval/novelty.hpp,
-// eval/sample_quality.hpp, eval/frechet.hpp): each statistic against an independent formula, and the suite ranking
+// eval/sample_quality.hpp, eval/frechet.hpp, core/rng.hpp: choose_distinct): each statistic against an independent formula, and the suite ranking
 // known-bad baselines (a memoriser, the mean + noise) as bad.
 #include <Eigen/Eigenvalues>
 #include <cmath>
@@ -277,4 +277,19 @@ TEST_CASE("categorical bits/dim baseline: log2(levels) for uniform pixels, lower
   bad(0, 0) = 7;
   CHECK(message<usage_error>([&] { categorical_bits_per_dim(train, ltr, bad, lte, 4, false); }).find("pixel value 7") !=
         std::string::npos);
+}
+
+TEST_CASE("choose_distinct draws k distinct indices in range; k = n is a permutation") {
+  Rng a(3), b(3);
+  const std::vector<long> p = choose_distinct(50, 20, a);
+  CHECK(p == choose_distinct(50, 20, b));  // a function of the stream
+  CHECK(p.size() == 20);
+  std::vector<long> s = p;
+  std::sort(s.begin(), s.end());
+  CHECK(std::adjacent_find(s.begin(), s.end()) == s.end());
+  CHECK(s.front() >= 0);
+  CHECK(s.back() < 50);
+  std::vector<long> all = choose_distinct(9, 9, a);
+  std::sort(all.begin(), all.end());
+  for (long i = 0; i < 9; ++i) CHECK(all[std::size_t(i)] == i);
 }

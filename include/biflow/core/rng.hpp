@@ -1,6 +1,8 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "config.hpp"
 
@@ -55,5 +57,15 @@ class Rng {
   std::uint64_t seed_;
   std::uint64_t counter_;
 };
+
+/// k distinct indices of [0, n), uniformly at random (a partial Fisher–Yates shuffle; k = n gives a random
+/// permutation). Host only: resampling for evaluation and test probes, not device work.
+inline std::vector<long> choose_distinct(long n, long k, Rng& rng) {
+  std::vector<long> p(static_cast<std::size_t>(n));
+  for (long i = 0; i < n; ++i) p[std::size_t(i)] = i;
+  for (long i = 0; i < k; ++i) std::swap(p[std::size_t(i)], p[std::size_t(i + long(rng.below(std::uint64_t(n - i))))]);
+  p.resize(static_cast<std::size_t>(k));
+  return p;
+}
 
 }  // namespace biflow

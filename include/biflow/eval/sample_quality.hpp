@@ -16,7 +16,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <numeric>
 #include <vector>
 
 #include "../core/rng.hpp"
@@ -122,12 +121,8 @@ class QualitySuite {
   /// Replicate b's n() rows of a candidate set with `rows` rows.
   std::vector<long> subset(long rows, long b) const { return shuffled(rows, n(), rng_detail::hash2(o_.seed, 2 * b + 1)); }
   static std::vector<long> shuffled(long rows, long take, std::uint64_t seed) {
-    std::vector<long> p(static_cast<std::size_t>(rows));
-    std::iota(p.begin(), p.end(), 0L);
     Rng r(seed);
-    for (long i = 0; i < take; ++i) std::swap(p[std::size_t(i)], p[std::size_t(i + long(r.below(std::uint64_t(rows - i))))]);
-    p.resize(std::size_t(take));
-    return p;
+    return choose_distinct(rows, take, r);
   }
   static HostMatrix<double> rows_of(const HostMatrix<double>& m, const std::vector<long>& idx) {
     HostMatrix<double> r(long(idx.size()), m.cols());

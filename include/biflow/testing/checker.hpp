@@ -84,11 +84,9 @@ HostMatrix<T> fd_jacobian(const HostMatrix<T>& x, G&& g, double h) {
 /// perturbed parameters of `model`.
 /// Which entries of an n-entry tensor to probe: all if n <= m, else m distinct ones at random.
 inline std::vector<long> entries(long n, long m, Rng& rng) {
+  if (n > m) return choose_distinct(n, m, rng);
   std::vector<long> idx(static_cast<std::size_t>(n));
   for (long i = 0; i < n; ++i) idx[std::size_t(i)] = i;
-  if (n <= m) return idx;
-  for (long i = 0; i < m; ++i) std::swap(idx[std::size_t(i)], idx[std::size_t(i + long(rng.below(std::uint64_t(n - i))))]);
-  idx.resize(std::size_t(m));
   return idx;
 }
 
