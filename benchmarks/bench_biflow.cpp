@@ -5,7 +5,10 @@
 //   BM_G/<T>/<batch>/<w>/<denoise>/<stages> one pass of G: <stages> aligned stages (+ its learned denoising stage
 //                                           when <denoise> = 1); w > 0: G takes w as an input (training-time CFG,
 //                                           still one pass)
-//   BM_ReverseTrainStep/<batch>             a whole ReverseTrainer step (F trajectory + G forward/backward + AdamW)
+//   BM_ReverseTrainStep/<T>/<batch>         a whole ReverseTrainer step (F trajectory + G forward/backward + AdamW +
+//                                           EMA), hidden alignment, 2 stages + denoise stage; counter peak_MiB: the
+//                                           resident memory one step adds at its peak over the size before it
+//                                           (measured once before timing, large allocations mapped one by one)
 // Pairs to compare (scripts/speed_table.py builds the table from the JSON):
 //   decode only        BM_Decode        vs BM_G/.../0/<stages>   (G without its denoise stage)
 //   decode + denoise   BM_DecodeDenoise vs BM_G/.../1/<stages>   (G with its denoise stage)
@@ -107,11 +110,10 @@ void BM_G(benchmark::State& st) {
   per_image(st, n);
 }
 void BM_ReverseTrainStep(benchmark::State& st) {
-  const long n = st.range(0);
-  cpu::keep_heap_pages();
-  TarFlow<F> f = flow_model(16);
+  const long T = st.range(0), n = st.range(1);
+  TarFlow<F> f = flow_model(T);
   Rng r(4);
-  const ReverseConfig rc = reverse_config(16, 2, true, false);
+  const ReverseConfig rc = reverse_config(T, 2, true, false);
   ReverseModel<F> g(rc, r);
   HiddenAlignment<F> s(rc, r);
   ReverseTrainOptions o;
@@ -119,8 +121,17 @@ void BM_ReverseTrainStep(benchmark::State& st) {
   o.optim.ema_decay = 0.999;
   o.optim.verbose = false;
   ReverseTrainer<TarFlow<F>, ReverseModel<F>, HiddenAlignment<F>> tr(f, g, s, o);
-  const Tensor<F> x = randn(n, 64, 3), c = cond_rows(n);
+  const Tensor<F> x = randn(n, f.config().image.features(), 3), c = cond_rows(n);
   Rng rng(5);
+  // Memory first: one step allocates the optimiser and EMA state, the next one is measured.
+  cpu::map_large_allocations();
+  tr.step(x, c, rng);
+  const long long before = cpu::resident_bytes();
+  const bool can_reset = cpu::reset_resident_peak();
+  tr.step(x, c, rng);
+  const long long peak = cpu::resident_peak_bytes();
+  if (can_reset && before > 0 && peak > 0) st.counters["peak_MiB"] = double(peak - before) / double(1 << 20);
+  cpu::keep_heap_pages();
   for (auto _ : st) benchmark::DoNotOptimize(tr.step(x, c, rng).loss);
   per_image(st, n);
 }
@@ -129,5 +140,5 @@ void BM_ReverseTrainStep(benchmark::State& st) {
 BENCHMARK(BM_Decode)->ArgsProduct({{16, 256}, {1, 100}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DecodeDenoise)->ArgsProduct({{16, 256}, {1, 100}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_G)->ArgsProduct({{16, 256}, {1, 100}, {0, 1}, {0, 1}, {2, 8}})->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK(BM_ReverseTrainStep)->Arg(128)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ReverseTrainStep)->Args({16, 128})->Args({256, 16})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();

@@ -6,6 +6,7 @@
 #include "core/parameter.hpp"
 #include "core/rng.hpp"
 #include "backend/cpu/allocator.hpp"
+#include "backend/cpu/memory.hpp"
 #include "backend/ops.hpp"
 #include "backend/tags.hpp"
 #include "backend/tensor.hpp"
