@@ -2,6 +2,7 @@
 //   BM_Decode/<T>/<batch>/<w>               F's exact inverse: KV-cached decoding, B·(T−1) serial steps; guidance w
 //                                           (w > 0: conditional + unconditional pass per step, as one 2N batch)
 //   BM_DecodeDenoise/<T>/<batch>/<w>        the same + score denoising (F forward + input-only backward)
+//   BM_Denoise/<T>/<batch>                  score denoising alone (F forward + input-only backward)
 //   BM_G/<T>/<batch>/<w>/<denoise>/<stages> one pass of G: <stages> aligned stages (+ its learned denoising stage
 //                                           when <denoise> = 1); w > 0: G takes w as an input (training-time CFG,
 //                                           still one pass)
@@ -95,6 +96,14 @@ void BM_DecodeDenoise(benchmark::State& st) {
   }
   per_image(st, n);
 }
+void BM_Denoise(benchmark::State& st) {
+  const long T = st.range(0), n = st.range(1);
+  cpu::keep_heap_pages();
+  TarFlow<F> f = flow_model(T);
+  const Tensor<F> x = randn(n, f.config().image.features(), 3), c = cond_rows(n);
+  for (auto _ : st) benchmark::DoNotOptimize(denoise(f, x, 0.05, c).data());
+  per_image(st, n);
+}
 void BM_G(benchmark::State& st) {
   const long T = st.range(0), n = st.range(1), stages = st.range(4);
   const double w = double(st.range(2));
@@ -139,6 +148,7 @@ void BM_ReverseTrainStep(benchmark::State& st) {
 
 BENCHMARK(BM_Decode)->ArgsProduct({{16, 256}, {1, 100}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_DecodeDenoise)->ArgsProduct({{16, 256}, {1, 100}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Denoise)->ArgsProduct({{16, 256}, {1, 100}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_G)->ArgsProduct({{16, 256}, {1, 100}, {0, 1}, {0, 1}, {2, 8}})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ReverseTrainStep)->Args({16, 128})->Args({256, 16})->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK_MAIN();
