@@ -66,8 +66,9 @@ class SinhArcsinh : public FlowLayerBase<SinhArcsinh<B>, B> {
   long features() const { return d_; }
   long cond_features() const { return 0; }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>&, bool want_logdet) const {
-    ctx.x = x;
+  // ctx == nullptr: the inference pass (log_prob, sampling checks), which saves nothing.
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>&, bool want_logdet) const {
+    if (ctx) ctx->x = x;
     return {zip(SasFwd{}, x, log_delta.value, epsilon.value),
             want_logdet ? row_sum(zip(SasLogJac{}, x, log_delta.value, epsilon.value)) : Tensor<B>{}};
   }
@@ -77,11 +78,16 @@ class SinhArcsinh : public FlowLayerBase<SinhArcsinh<B>, B> {
     if (want_logdet) ld = zip(fn::Neg{}, row_sum(zip(SasLogJac{}, x, log_delta.value, epsilon.value)));
     return {std::move(x), std::move(ld)};
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
+  // mode: GradMode::input_only must leave the parameters' gradients alone (score of a frozen flow), and a
+  // frozen parameter gets none; under params_only the input gradient may be skipped.
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet, GradMode mode = GradMode::all) {
     const auto& x = ctx.x;
-    col_sum(zip(SasDeps{}, x, log_delta.value, epsilon.value, dy, dlogdet), epsilon.grad, typename B::scalar(1));
-    col_sum(zip(SasDlogDelta{}, x, log_delta.value, epsilon.value, dy, dlogdet), log_delta.grad,
-            typename B::scalar(1));
+    if (wants_grad(mode, epsilon))
+      col_sum(zip(SasDeps{}, x, log_delta.value, epsilon.value, dy, dlogdet), epsilon.grad, typename B::scalar(1));
+    if (wants_grad(mode, log_delta))
+      col_sum(zip(SasDlogDelta{}, x, log_delta.value, epsilon.value, dy, dlogdet), log_delta.grad,
+              typename B::scalar(1));
+    if (!wants_input_grad(mode)) return {};
     return zip(SasDx{}, x, log_delta.value, epsilon.value, dy, dlogdet);
   }
   template <class V>
@@ -147,7 +153,8 @@ int main() {
     const testing::CheckReport rep = testing::check_flow_layer(layer, x);
     std::printf("checker on SinhArcsinh (double): %s\n", rep.summary().c_str());
     const bool ok = rep.roundtrip_error < 1e-10 && rep.logdet_forward_error < 1e-6 && rep.logdet_inverse_error < 1e-6 &&
-                    rep.input_grad_error < 1e-6 && rep.param_grad_error < 1e-6;
+                    rep.input_grad_error < 1e-6 && rep.param_grad_error < 1e-6 &&
+                    rep.inference_error <= 1e-12 && rep.grad_mode_error <= 1e-12;
     std::printf("  -> %s\n", ok ? "passes" : "FAILS");
     if (!ok) return 1;
   }

@@ -62,6 +62,15 @@ std::string message(Fn&& f) {
   return "<no error>";
 }
 
+/// The module checks in double: gradients vs finite differences; inference pass and gradient modes exact.
+inline void check_module_report(const testing::CheckReport& r) {
+  INFO(r.summary());
+  CHECK(r.input_grad_error <= 1e-6);
+  CHECK(r.param_grad_error <= 1e-6);
+  CHECK(r.inference_error <= 1e-12);
+  CHECK(r.grad_mode_error <= 1e-12);
+}
+
 template <class T>
 constexpr double roundtrip_tol() {
   return std::is_same_v<T, double> ? 1e-10 : 1e-5;
@@ -78,6 +87,9 @@ void check_layer(const L& layer, const Tensor<typename L::backend>& x, const Ten
   CHECK(r.probes >= 3);
   CHECK(r.roundtrip_error <= roundtrip_tol<T>());
   CHECK(r.logdet_bruteforce_error <= (std::is_same_v<T, double> ? 1e-10 : 1e-4));
+  // The inference pass and the gradient modes run the same arithmetic as the training pass / full backward.
+  CHECK(r.inference_error <= (std::is_same_v<T, double> ? 1e-12 : 1e-5));
+  CHECK(r.grad_mode_error <= (std::is_same_v<T, double> ? 1e-12 : 1e-5));
   if constexpr (std::is_same_v<T, double>) {
     CHECK(r.logdet_forward_error <= 1e-6);
     CHECK(r.logdet_inverse_error <= 1e-6);

@@ -48,7 +48,46 @@ TEST_CASE("forward_trajectory returns x0..xB with x0 = x and xB = forward(x)") {
   for (std::size_t i = 0; i < g1.size(); ++i) CHECK((g1[i] - g2[i]).cwiseAbs().maxCoeff() < 1e-14);
   Sequential<Permutation<D>, Blk> seq(Permutation<D>::reverse(3), flow.block(0));
   typename decltype(seq)::Context sc;
-  CHECK(seq.forward_trajectory(x, sc).states.size() == 3);
+  const auto st = seq.forward_trajectory(x, sc);
+  CHECK(st.states.size() == 3);
+  // Inference trajectories (no context) have the same states and log-det, for Repeat and Sequential.
+  const auto it = flow.forward_trajectory(x);
+  REQUIRE(it.states.size() == traj.states.size());
+  for (std::size_t i = 0; i < it.states.size(); ++i)
+    CHECK((to_host(it.states[i]) - to_host(traj.states[i])).cwiseAbs().maxCoeff() == 0.0);
+  CHECK((to_host(it.logdet) - to_host(traj.logdet)).cwiseAbs().maxCoeff() == 0.0);
+  const auto sit = seq.forward_trajectory(x);
+  for (std::size_t i = 0; i < sit.states.size(); ++i)
+    CHECK((to_host(sit.states[i]) - to_host(st.states[i])).cwiseAbs().maxCoeff() == 0.0);
+}
+
+TEST_CASE("gradient modes through a composition: params_only gives the same parameter gradients and no dx, "
+          "input_only the same dx and no parameter gradient, frozen parameters none") {
+  Rng rng(3);
+  Repeat<3, AffineCoupling<D>> flow([&](std::size_t i) {
+    auto l = make_coupling<D>(masks::half(4, int(i % 2)), {6}, rng);
+    randomize(l, i + 10);
+    return l;
+  });
+  const auto x = randn<D>(5, 4, 4), dy = randn<D>(5, 4, 5), dl = randn<D>(5, 1, 6);
+  typename decltype(flow)::Context c;
+  flow.forward(x, c);
+  zero_grad(flow);
+  const auto dx = to_host(flow.backward(c, dy, dl));
+  const auto full = testing::detail::grads_of(flow);
+  zero_grad(flow);
+  CHECK(flow.backward(c, dy, dl, GradMode::params_only).empty());
+  CHECK(testing::detail::max_abs_diff(testing::detail::grads_of(flow), full) == 0.0);
+  zero_grad(flow);
+  CHECK((to_host(flow.backward(c, dy, dl, GradMode::input_only)) - dx).cwiseAbs().maxCoeff() == 0.0);
+  for (const auto& g : testing::detail::grads_of(flow)) CHECK(g.cwiseAbs().maxCoeff() == 0.0);
+  // freeze(): no parameter gradient even under GradMode::all; unfreeze() restores them.
+  freeze(flow);
+  flow.backward(c, dy, dl);
+  for (const auto& g : testing::detail::grads_of(flow)) CHECK(g.cwiseAbs().maxCoeff() == 0.0);
+  unfreeze(flow);
+  flow.backward(c, dy, dl);
+  CHECK(testing::detail::max_abs_diff(testing::detail::grads_of(flow), full) == 0.0);
 }
 
 TEST_CASE("layer<I> gives typed access and parameter names nest like PyTorch state_dict keys") {

@@ -5,11 +5,7 @@
 using namespace tests;
 using D = biflow::Cpu<double>;
 
-static void check_grads(const testing::CheckReport& r) {
-  INFO(r.summary());
-  CHECK(r.input_grad_error <= 1e-6);
-  CHECK(r.param_grad_error <= 1e-6);
-}
+static void check_grads(const testing::CheckReport& r) { check_module_report(r); }
 
 TEST_CASE("Linear gradients match finite differences and its output is x W^T + b") {
   Rng rng(1);

@@ -26,6 +26,19 @@ TEST_CASE("AdamW's first step equals the closed form (lr·sign(g) after bias cor
   }
 }
 
+TEST_CASE("AdamW leaves a frozen parameter alone (no step, no weight decay) and updates the others") {
+  Rng rng(2);
+  Linear<D> lin(2, 1, rng);
+  const auto w0 = to_host(lin.weight.value), b0 = to_host(lin.bias.value);
+  lin.weight.grad = constant<D>(1, 2, 0.5);
+  lin.bias.grad = constant<D>(1, 1, 0.5);
+  lin.weight.frozen = true;
+  AdamW<D> opt({0.9, 0.999, 1e-8, 0.1});
+  opt.step(lin, 0.01);
+  CHECK((to_host(lin.weight.value) - w0).cwiseAbs().maxCoeff() == 0.0);
+  CHECK((to_host(lin.bias.value) - b0).cwiseAbs().maxCoeff() > 1e-3);
+}
+
 TEST_CASE("cosine schedule warms up linearly, peaks at base_lr and decays to the floor") {
   CosineSchedule s{1.0, 10, 110, 0.1};
   CHECK(s(0) == doctest::Approx(0.1));

@@ -9,7 +9,14 @@ struct NoInverse {
   biflow::FlowOut<B> forward(const biflow::Tensor<B>& x, Context&, const biflow::Tensor<B>& = {}, P = {}) const {
     return {x, {}};
   }
-  biflow::Tensor<B> backward(const Context&, const biflow::Tensor<B>& dy, const biflow::Tensor<B>&) { return dy; }
+  template <class P = biflow::logdet::Analytic>
+  biflow::FlowOut<B> forward(const biflow::Tensor<B>& x, const biflow::Tensor<B>& = {}, P = {}) const {
+    return {x, {}};
+  }
+  biflow::Tensor<B> backward(const Context&, const biflow::Tensor<B>& dy, const biflow::Tensor<B>&,
+                             biflow::GradMode = biflow::GradMode::all) {
+    return dy;
+  }
   long features() const { return 2; }
   long cond_features() const { return 0; }
   template <class V>

@@ -22,6 +22,23 @@ struct Parameter {
   explicit Parameter(Tensor<B> v) : value(std::move(v)), grad(value.rows(), value.cols()) {}
 };
 
+/// What a backward pass computes (tiny-cuda-nn's gradient modes):
+///   all          the input gradient and every (non-frozen) parameter's gradient, accumulated into grad
+///   input_only   the input gradient only; parameter gradients untouched (scoring or differentiating through a
+///                frozen model: F in BiFlow's reverse training, score denoising, a frozen feature network)
+///   params_only  parameter gradients only; the returned input gradient may be empty (the first layer of a model
+///                whose input is data: its dx would be thrown away)
+/// Composites pass `mode` to their first child and `inner(mode)` to the others, whose input gradients feed the
+/// next child's backward.
+enum class GradMode { all, input_only, params_only };
+constexpr bool wants_input_grad(GradMode m) { return m != GradMode::params_only; }
+constexpr GradMode inner(GradMode m) { return m == GradMode::params_only ? GradMode::all : m; }
+/// Whether backward under `m` computes p's gradient: not in input_only mode, and not for a frozen parameter.
+template <class B>
+bool wants_grad(GradMode m, const Parameter<B>& p) {
+  return m != GradMode::input_only && !p.frozen;
+}
+
 /// Joins name components with '.' as torch.nn.Module.state_dict() does.
 inline std::string join_name(const std::string& prefix, const std::string& name) {
   return prefix.empty() ? name : prefix + "." + name;
@@ -66,6 +83,17 @@ class FrozenScope {
   M& m_;
   std::vector<bool> was_;
 };
+
+/// Freezes every parameter of m (requires_grad = False for the whole model): backward then leaves their
+/// gradients alone and optimisers skip them. Undo with unfreeze.
+template <HasParameters M>
+void freeze(M& m) {
+  m.visit_parameters([](const std::string&, auto& p) { p.frozen = true; }, "");
+}
+template <HasParameters M>
+void unfreeze(M& m) {
+  m.visit_parameters([](const std::string&, auto& p) { p.frozen = false; }, "");
+}
 
 /// Number of scalar parameters in m.
 template <HasParameters M>

@@ -27,8 +27,9 @@ class MlpFeatures {
   long in_features() const { return mlp.in_features(); }
   long out_features() const { return mlp.out_features(); }
   Tensor<B> forward(const Tensor<B>& x, Context& ctx) const { return act.forward(mlp.forward(x, ctx.mlp), ctx.act); }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
-    return mlp.backward(ctx.mlp, act.backward(ctx.act, dy));
+  Tensor<B> forward(const Tensor<B>& x) const { return act.forward(mlp.forward(x)); }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all) {
+    return mlp.backward(ctx.mlp, act.backward(ctx.act, dy, inner(mode)), mode);
   }
   template <class V>
   void visit_parameters(V&& v, const std::string& prefix) {
@@ -57,15 +58,8 @@ class MlpClassifier {
   long in_features() const { return features.in_features(); }
   long classes() const { return head.out_features(); }
 
-  Tensor<B> logits(const Tensor<B>& x) const {
-    typename MlpFeatures<B>::Context cf;
-    typename Linear<B>::Context cl;
-    return head.forward(features.forward(x, cf), cl);
-  }
-  Tensor<B> feature_rows(const Tensor<B>& x) const {
-    typename MlpFeatures<B>::Context cf;
-    return features.forward(x, cf);
-  }
+  Tensor<B> logits(const Tensor<B>& x) const { return head.forward(features.forward(x)); }
+  Tensor<B> feature_rows(const Tensor<B>& x) const { return features.forward(x); }
   /// One AdamW step of softmax cross-entropy on (x, one-hot targets); returns the loss.
   double train_step(const Tensor<B>& x, const Tensor<B>& targets, AdamW<B>& opt, double lr) {
     typename MlpFeatures<B>::Context cf;
@@ -74,7 +68,7 @@ class MlpClassifier {
     const Tensor<B> lg = head.forward(features.forward(x, cf), cl);
     Tensor<B> d;
     const double loss = softmax_cross_entropy(lg, targets, d);
-    features.backward(cf, head.backward(cl, d));
+    features.backward(cf, head.backward(cl, d), GradMode::params_only);  // x is data: no dx
     opt.step(*this, lr);
     return loss;
   }

@@ -60,19 +60,22 @@ class ActNorm : public FlowLayerBase<ActNorm<B>, B> {
     initialized_ = true;
   }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>&, bool want_logdet) const {
-    ctx.y = zip(fn::AddMulExp{}, x, loc.value, log_scale.value);
-    return {ctx.y, want_logdet ? repeated_logdet(log_scale.value, x.rows(), 1.0) : Tensor<B>{}};
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>&, bool want_logdet) const {
+    FlowOut<B> out{zip(fn::AddMulExp{}, x, loc.value, log_scale.value),
+                   want_logdet ? repeated_logdet(log_scale.value, x.rows(), 1.0) : Tensor<B>{}};
+    if (ctx) ctx->y = out.y;
+    return out;
   }
   FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>&, bool want_logdet) const {
     return {zip(fn::ActInv{}, y, loc.value, log_scale.value), want_logdet ? repeated_logdet(log_scale.value, y.rows(), -1.0) : Tensor<B>{}};
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
+                     GradMode mode = GradMode::all) {
     require_shape("ActNorm.backward: dy", dy, ctx.y.rows(), d_);
     require_shape("ActNorm.backward: dlogdet", dlogdet, ctx.y.rows(), 1);
     Tensor<B> dx = zip(fn::MulExp{}, dy, log_scale.value);
-    if (!loc.frozen) col_sum(dx, loc.grad, T(1));
-    if (!log_scale.frozen) {
+    if (wants_grad(mode, loc)) col_sum(dx, loc.grad, T(1));
+    if (wants_grad(mode, log_scale)) {
       Tensor<B> dls, dlsum;
       col_sum(zip(fn::Mul{}, dy, ctx.y), dls);
       col_sum(dlogdet, dlsum);

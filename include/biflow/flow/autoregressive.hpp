@@ -97,20 +97,21 @@ class MaskedAutoregressive : public FlowLayerBase<MaskedAutoregressive<B, Act>, 
   long features() const { return d_; }
   long cond_features() const { return c_; }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet) const {
-    auto [mu, a] = params(x, cond, ctx.net);
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
+    auto [mu, a] = params(x, cond, ctx ? &ctx->net : nullptr);
     FlowOut<B> out{zip(fn::MafFwd{}, x, mu, a), {}};
     if (want_logdet) out.logdet = zip(fn::Neg{}, row_sum(a));
-    ctx.z = out.y;
-    ctx.a = std::move(a);
+    if (ctx) {
+      ctx->z = out.y;
+      ctx->a = std::move(a);
+    }
     return out;
   }
   /// Sequential: pass i fixes dimension i, D passes in all.
   FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, bool want_logdet) const {
     Tensor<B> x(z.rows(), d_), a;
-    typename Net::Context nctx;
     for (long i = 0; i < d_; ++i) {
-      auto pa = params(x, cond, nctx);
+      auto pa = params(x, cond, nullptr);
       x = zip(fn::MafInv{}, z, pa.first, pa.second);
       a = std::move(pa.second);
     }
@@ -118,13 +119,15 @@ class MaskedAutoregressive : public FlowLayerBase<MaskedAutoregressive<B, Act>, 
     if (want_logdet) out.logdet = row_sum(a);
     return out;
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dz, const Tensor<B>& dlogdet) {
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dz, const Tensor<B>& dlogdet,
+                     GradMode mode = GradMode::all) {
     require_shape("MaskedAutoregressive.backward: dz", dz, ctx.z.rows(), d_);
     require_shape("MaskedAutoregressive.backward: dlogdet", dlogdet, ctx.z.rows(), 1);
-    Tensor<B> dx = zip(fn::MulExpNeg{}, dz, ctx.a);
     Tensor<B> dmu = zip(fn::NegMulExpNeg{}, dz, ctx.a);
     Tensor<B> da = zip(fn::MafDaRaw{clamp_}, dz, ctx.z, dlogdet, ctx.a);
-    Tensor<B> dinp = net.backward(ctx.net, concat_cols(dmu, da));
+    Tensor<B> dinp = net.backward(ctx.net, concat_cols(dmu, da), mode);
+    if (!wants_input_grad(mode)) return {};
+    Tensor<B> dx = zip(fn::MulExpNeg{}, dz, ctx.a);
     add_inplace(dx, c_ > 0 ? slice_cols(dinp, 0, d_) : dinp);
     return dx;
   }
@@ -136,9 +139,12 @@ class MaskedAutoregressive : public FlowLayerBase<MaskedAutoregressive<B, Act>, 
   Net net;
 
  private:
+  /// nctx == nullptr: inference through the MADE network.
   std::pair<Tensor<B>, Tensor<B>> params(const Tensor<B>& x, const Tensor<B>& cond,
-                                         typename Net::Context& nctx) const {
-    const Tensor<B> h = c_ > 0 ? net.forward(concat_cols(x, cond), nctx) : net.forward(x, nctx);
+                                         typename Net::Context* nctx) const {
+    const Tensor<B> in = c_ > 0 ? concat_cols(x, cond) : Tensor<B>{};
+    const Tensor<B>& inp = c_ > 0 ? in : x;
+    const Tensor<B> h = nctx ? net.forward(inp, *nctx) : net.forward(inp);
     return {slice_cols(h, 0, d_), zip(fn::SoftClamp{clamp_}, slice_cols(h, d_, d_), one_)};
   }
   long d_ = 0, c_ = 0;

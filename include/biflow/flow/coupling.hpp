@@ -64,28 +64,31 @@ class AffineCoupling : public FlowLayerBase<AffineCoupling<B, Net>, B> {
   long features() const { return d_; }
   long cond_features() const { return c_; }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet) const {
-    auto [s, t] = scale_shift(x, cond, ctx.net);
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
+    auto [s, t] = scale_shift(x, cond, ctx ? &ctx->net : nullptr);
     FlowOut<B> out{zip(fn::AffineFwd{}, x, s, t), {}};
     if (want_logdet) out.logdet = row_sum(s);
-    ctx.x = x;
-    ctx.s = std::move(s);
+    if (ctx) {
+      ctx->x = x;
+      ctx->s = std::move(s);
+    }
     return out;
   }
   FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet) const {
-    typename Net::Context nctx;
-    auto [s, t] = scale_shift(y, cond, nctx);  // kept dims of y equal those of x
+    auto [s, t] = scale_shift(y, cond, nullptr);  // kept dims of y equal those of x
     FlowOut<B> out{zip(fn::AffineInv{}, y, s, t), {}};
     if (want_logdet) out.logdet = zip(fn::Neg{}, row_sum(s));
     return out;
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
+                     GradMode mode = GradMode::all) {
     require_shape("AffineCoupling.backward: dy", dy, ctx.x.rows(), d_);
     require_shape("AffineCoupling.backward: dlogdet", dlogdet, ctx.x.rows(), 1);
-    Tensor<B> dx = zip(fn::MulExp{}, dy, ctx.s);
     Tensor<B> ds = zip(fn::CouplingDsRaw{clamp_}, dy, ctx.x, ctx.s, dlogdet, inv_mask_);
     Tensor<B> dt = zip(fn::Mul{}, dy, inv_mask_);
-    Tensor<B> dinp = net.backward(ctx.net, concat_cols(ds, dt));
+    Tensor<B> dinp = net.backward(ctx.net, concat_cols(ds, dt), mode);
+    if (!wants_input_grad(mode)) return {};
+    Tensor<B> dx = zip(fn::MulExp{}, dy, ctx.s);
     if (c_ > 0) dinp = slice_cols(dinp, 0, d_);
     map(dx, fn::AddMul{}, dx, dinp, mask_);
     return dx;
@@ -98,11 +101,12 @@ class AffineCoupling : public FlowLayerBase<AffineCoupling<B, Net>, B> {
   Net net;
 
  private:
+  /// nctx == nullptr: inference through the conditioner.
   std::pair<Tensor<B>, Tensor<B>> scale_shift(const Tensor<B>& x, const Tensor<B>& cond,
-                                              typename Net::Context& nctx) const {
+                                              typename Net::Context* nctx) const {
     Tensor<B> inp = zip(fn::Mul{}, x, mask_);
     if (c_ > 0) inp = concat_cols(inp, cond);
-    const Tensor<B> h = net.forward(std::move(inp), nctx);
+    const Tensor<B> h = nctx ? net.forward(std::move(inp), *nctx) : net.forward(inp);
     return {zip(fn::SoftClamp{clamp_}, slice_cols(h, 0, d_), inv_mask_),
             zip(fn::Mul{}, slice_cols(h, d_, d_), inv_mask_)};
   }

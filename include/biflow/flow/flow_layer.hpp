@@ -1,11 +1,13 @@
 #pragma once
 // The flow layer contract (data → noise direction):
-//   FlowOut<B> forward(x, ctx, cond = {}, policy = logdet::analytic) const   saves what backward needs in ctx
-//   Tensor<B>  backward(ctx, dy, dlogdet)        returns dx, accumulates parameter gradients
+//   FlowOut<B> forward(x, ctx, cond = {}, policy = logdet::analytic) const   training: saves what backward needs
+//   FlowOut<B> forward(x, cond = {}, policy) const                           inference: saves nothing
+//   Tensor<B>  backward(ctx, dy, dlogdet, mode = GradMode::all)   returns dx, accumulates parameter gradients
 //   FlowOut<B> inverse(y, cond = {}, policy) const   exact inverse and log|det ∂x/∂y|
 //   long features() const, long cond_features() const (0 = unconditional), visit_parameters(v, prefix)
 // FlowLayerBase implements forward/inverse (input checks + log-det policy) on top of a layer's
-// forward_impl / inverse_impl, so a new layer only writes the math.
+// forward_impl(x, Context* ctx, cond, want_logdet) — ctx == nullptr is the inference pass — and
+// inverse_impl, so a new layer writes the math once.
 #include <concepts>
 #include <string>
 
@@ -19,8 +21,9 @@ concept FlowLayer = requires(L& m, const L& cm, typename L::Context& ctx, const 
   typename L::backend;
   typename L::Context;
   { cm.forward(x, ctx, x, logdet::analytic) } -> std::same_as<FlowOut<typename L::backend>>;
+  { cm.forward(x, x, logdet::analytic) } -> std::same_as<FlowOut<typename L::backend>>;
   { cm.inverse(x, x, logdet::analytic) } -> std::same_as<FlowOut<typename L::backend>>;
-  { m.backward(ctx, x, x) } -> std::same_as<Tensor<typename L::backend>>;
+  { m.backward(ctx, x, x, GradMode::all) } -> std::same_as<Tensor<typename L::backend>>;
   { cm.features() } -> std::convertible_to<long>;
   { cm.cond_features() } -> std::convertible_to<long>;
   m.visit_parameters(detail::AnyVisitor{}, std::string{});
@@ -38,12 +41,17 @@ constexpr bool check_flow_layer() {
   }, "flow layer: missing `FlowOut<B> forward(x, ctx, cond, policy) const` (derive from FlowLayerBase and "
      "write forward_impl)");
   static_assert(requires(const L& cm, const Tensor<typename L::backend>& x) {
+    { cm.forward(x, x, logdet::analytic) } -> std::same_as<FlowOut<typename L::backend>>;
+  }, "flow layer: missing the inference pass `FlowOut<B> forward(x, cond, policy) const` (derive from "
+     "FlowLayerBase; its forward_impl gets ctx == nullptr then; since 0.3)");
+  static_assert(requires(const L& cm, const Tensor<typename L::backend>& x) {
     { cm.inverse(x, x, logdet::analytic) } -> std::same_as<FlowOut<typename L::backend>>;
   }, "flow layer: missing `FlowOut<B> inverse(y, cond, policy) const` (derive from FlowLayerBase and write "
      "inverse_impl)");
   static_assert(requires(L& m, typename L::Context& c, const Tensor<typename L::backend>& x) {
-    { m.backward(c, x, x) } -> std::same_as<Tensor<typename L::backend>>;
-  }, "flow layer: missing `Tensor<B> backward(const Context&, const Tensor<B>& dy, const Tensor<B>& dlogdet)`");
+    { m.backward(c, x, x, GradMode::all) } -> std::same_as<Tensor<typename L::backend>>;
+  }, "flow layer: missing `Tensor<B> backward(const Context&, const Tensor<B>& dy, const Tensor<B>& dlogdet, "
+     "GradMode mode = GradMode::all)` (the GradMode argument is new in 0.3)");
   static_assert(requires(const L& cm) {
     { cm.features() } -> std::convertible_to<long>;
     { cm.cond_features() } -> std::convertible_to<long>;
@@ -64,20 +72,35 @@ Tensor<B> repeated_logdet(const Tensor<B>& v, long rows, double sign) {
   return out;
 }
 
-/// CRTP base: checks shapes, applies the log-det policy, and forwards to Derived::forward_impl(x, ctx,
-/// cond, bool want_logdet) and Derived::inverse_impl(y, cond, bool want_logdet).
+/// Input-only backward through a const layer. Under GradMode::input_only the contract forbids a backward to
+/// write to its layer (no gradients, no state), so scoring a frozen model needs no mutable one.
+template <class L, class B>
+Tensor<B> backward_input(const L& layer, const typename L::Context& ctx, const Tensor<B>& dy,
+                         const Tensor<B>& dlogdet) {
+  return const_cast<L&>(layer).backward(ctx, dy, dlogdet, GradMode::input_only);
+}
+
+/// CRTP base: checks shapes, applies the log-det policy, and forwards to Derived::forward_impl(x, Context* ctx,
+/// cond, bool want_logdet) — ctx == nullptr for the inference pass — and Derived::inverse_impl(y, cond,
+/// bool want_logdet).
 template <class Derived, Backend B>
 class FlowLayerBase {
  public:
   using backend = B;
 
+  /// Training pass: ctx receives what backward needs. (The constraint cannot name Derived::Context: nvcc checks
+  /// it while Derived is still incomplete; the body checks it.)
   template <class Ctx, LogDetPolicy P = logdet::Analytic>
+    requires(!std::is_same_v<Ctx, Tensor<B>> && !std::is_same_v<Ctx, const Tensor<B>>)
   FlowOut<B> forward(const Tensor<B>& x, Ctx& ctx, const Tensor<B>& cond = {}, P = {}) const {
-    check_inputs("forward", x, cond);
-    FlowOut<B> out = self().forward_impl(x, ctx, cond, P::compute);
-    if constexpr (std::is_same_v<P, logdet::BruteForce>)
-      out.logdet = from_host<B>(slogdet_rows(jacobian_by_backward(self(), x, cond), x.rows(), x.cols()));
-    return out;
+    static_assert(std::is_same_v<Ctx, typename Derived::Context>,
+                  "flow layer forward(x, ctx, …): ctx must be this layer's own `Context` (typename L::Context)");
+    return run_forward<P>(x, &ctx, cond);
+  }
+  /// Inference pass: nothing is saved (no context, no copies of the input).
+  template <LogDetPolicy P = logdet::Analytic>
+  FlowOut<B> forward(const Tensor<B>& x, const Tensor<B>& cond = {}, P = {}) const {
+    return run_forward<P>(x, static_cast<typename Derived::Context*>(nullptr), cond);
   }
   template <LogDetPolicy P = logdet::Analytic>
   FlowOut<B> inverse(const Tensor<B>& y, const Tensor<B>& cond = {}, P = {}) const {
@@ -92,6 +115,14 @@ class FlowLayerBase {
   }
 
  protected:
+  template <LogDetPolicy P, class Ctx>
+  FlowOut<B> run_forward(const Tensor<B>& x, Ctx* ctx, const Tensor<B>& cond) const {
+    check_inputs("forward", x, cond);
+    FlowOut<B> out = self().forward_impl(x, ctx, cond, P::compute);
+    if constexpr (std::is_same_v<P, logdet::BruteForce>)
+      out.logdet = from_host<B>(slogdet_rows(jacobian_by_backward(self(), x, cond), x.rows(), x.cols()));
+    return out;
+  }
   void check_inputs(const char* what, const Tensor<B>& x, const Tensor<B>& cond) const {
     const long d = self().features();
     if (x.cols() != d)

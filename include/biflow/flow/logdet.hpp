@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include "../backend/ops.hpp"
+#include "../core/parameter.hpp"  // GradMode
 
 namespace biflow {
 namespace logdet {
@@ -54,12 +55,13 @@ HostMatrix<T> slogdet_rows(const HostMatrix<T>& jac, long rows, long d) {
   return out;
 }
 
-/// Per-sample Jacobians ∂y/∂x of a flow layer at x, via D backward passes on a copy of the layer
-/// (the copy absorbs the parameter gradients so the caller's layer is untouched). (rows*D) x D on host.
+/// Per-sample Jacobians ∂y/∂x of a flow layer at x, via D input-only backward passes (the layer is untouched).
+/// (rows*D) x D on host.
 template <class L, class B>
 HostMatrix<typename B::scalar> jacobian_by_backward(const L& layer, const Tensor<B>& x, const Tensor<B>& cond) {
   using T = typename B::scalar;
-  L tmp = layer;
+  // Under GradMode::input_only the contract forbids a backward to write to its layer, so a const layer is safe.
+  L& tmp = const_cast<L&>(layer);
   typename L::Context ctx;
   tmp.forward(x, ctx, cond, logdet::analytic);
   const long R = x.rows(), D = x.cols();
@@ -68,7 +70,7 @@ HostMatrix<typename B::scalar> jacobian_by_backward(const L& layer, const Tensor
   for (long d = 0; d < D; ++d) {
     HostMatrix<T> e = HostMatrix<T>::Zero(R, D);
     e.col(d).setOnes();
-    const HostMatrix<T> dx = to_host(tmp.backward(ctx, from_host<B>(e), dl));
+    const HostMatrix<T> dx = to_host(tmp.backward(ctx, from_host<B>(e), dl, GradMode::input_only));
     for (long b = 0; b < R; ++b) jac.row(b * D + d) = dx.row(b);
   }
   return jac;

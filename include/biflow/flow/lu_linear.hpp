@@ -71,25 +71,27 @@ class LULinear : public FlowLayerBase<LULinear<B>, B> {
     return weight(l, u);
   }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>&, bool want_logdet) const {
-    const Tensor<B> w = weight(ctx.l, ctx.u);
-    ctx.x = x;
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>&, bool want_logdet) const {
+    Tensor<B> l, u;
+    const Tensor<B> w = ctx ? weight(ctx->l, ctx->u) : weight(l, u);
+    if (ctx) ctx->x = x;
     return {matmul(x, false, w, true), want_logdet ? repeated_logdet(log_scale.value, x.rows(), 1.0) : Tensor<B>{}};
   }
   FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>&, bool want_logdet) const {
     return {matmul(y, false, inverse(weight()), true), want_logdet ? repeated_logdet(log_scale.value, y.rows(), -1.0) : Tensor<B>{}};
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
+                     GradMode mode = GradMode::all) {
     require_shape("LULinear.backward: dy", dy, ctx.x.rows(), d_);
     require_shape("LULinear.backward: dlogdet", dlogdet, ctx.x.rows(), 1);
-    if (!(lower.frozen && upper.frozen && log_scale.frozen)) {
+    if (wants_grad(mode, lower) || wants_grad(mode, upper) || wants_grad(mode, log_scale)) {
       const Tensor<B> dw = matmul(dy, true, ctx.x, false);  // ∂/∂W of Σ dy·(x Wᵀ)
       const Tensor<B> da = matmul(perm_, true, dw, false);  // W = P A
       const Tensor<B> dl = matmul(da, false, ctx.u, true);  // A = L U
       const Tensor<B> du = matmul(ctx.l, true, da, false);
-      if (!lower.frozen) map(lower.grad, fn::AddMul{}, lower.grad, dl, lmask_);
-      if (!upper.frozen) map(upper.grad, fn::AddMul{}, upper.grad, du, umask_);
-      if (!log_scale.frozen) {
+      if (wants_grad(mode, lower)) map(lower.grad, fn::AddMul{}, lower.grad, dl, lmask_);
+      if (wants_grad(mode, upper)) map(upper.grad, fn::AddMul{}, upper.grad, du, umask_);
+      if (wants_grad(mode, log_scale)) {
         Tensor<B> diag, dlsum;
         col_sum(zip(fn::Mul{}, du, eye_), diag);  // 1 x D: du[j][j]
         col_sum(dlogdet, dlsum);                  // 1 x 1: Σ_b dlogdet_b
@@ -97,6 +99,7 @@ class LULinear : public FlowLayerBase<LULinear<B>, B> {
             dlsum);
       }
     }
+    if (!wants_input_grad(mode)) return {};
     Tensor<B> l, u;
     return matmul(dy, false, weight(l, u), false);
   }

@@ -47,14 +47,15 @@ class Permutation : public FlowLayerBase<Permutation<B>, B> {
   long cond_features() const { return 0; }
   const std::vector<std::int32_t>& indices() const { return perm_; }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context&, const Tensor<B>&, bool want_logdet) const {
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context*, const Tensor<B>&, bool want_logdet) const {
     return {gather_cols(x, fwd_), want_logdet ? Tensor<B>(x.rows(), 1) : Tensor<B>{}};
   }
   FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>&, bool want_logdet) const {
     return {gather_cols(y, inv_), want_logdet ? Tensor<B>(y.rows(), 1) : Tensor<B>{}};
   }
-  Tensor<B> backward(const Context&, const Tensor<B>& dy, const Tensor<B>&) {
+  Tensor<B> backward(const Context&, const Tensor<B>& dy, const Tensor<B>&, GradMode mode = GradMode::all) {
     require_cols("Permutation.backward", dy, features());
+    if (!wants_input_grad(mode)) return {};
     return gather_cols(dy, inv_);
   }
   template <class V>

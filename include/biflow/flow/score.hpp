@@ -6,21 +6,20 @@
 namespace biflow {
 
 /// ∇ₓ log p(x) per row, for a flow with a standard-normal base: backward with dz = −z, dlogdet = 1.
-/// An input-only backward: the flow's parameters are frozen for the call (no weight-gradient GEMMs, gradients
-/// left untouched) and restored after.
+/// An input-only backward (GradMode::input_only): no weight-gradient work, the flow is not modified, so a
+/// const flow will do.
 template <FlowLayer F>
-Tensor<typename F::backend> score(F& flow, const Tensor<typename F::backend>& x,
+Tensor<typename F::backend> score(const F& flow, const Tensor<typename F::backend>& x,
                                   const Tensor<typename F::backend>& cond = {}) {
   using B = typename F::backend;
-  const FrozenScope<F> frozen(flow);
   typename F::Context ctx;
   const FlowOut<B> o = flow.forward(x, ctx, cond, logdet::analytic);
-  return flow.backward(ctx, zip(fn::Neg{}, o.y), constant<B>(x.rows(), 1, typename B::scalar(1)));
+  return backward_input(flow, ctx, zip(fn::Neg{}, o.y), constant<B>(x.rows(), 1, typename B::scalar(1)));
 }
 
 /// x̃ + σ²·∇ₓ log p(x̃).
 template <FlowLayer F>
-Tensor<typename F::backend> denoise(F& flow, const Tensor<typename F::backend>& x, double sigma,
+Tensor<typename F::backend> denoise(const F& flow, const Tensor<typename F::backend>& x, double sigma,
                                     const Tensor<typename F::backend>& cond = {}) {
   const auto s = score(flow, x, cond);
   return zip(fn::Axpby{1.0, sigma * sigma}, x, s);

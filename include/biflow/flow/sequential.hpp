@@ -25,6 +25,13 @@ void add_logdet(Tensor<B>& acc, const Tensor<B>& ld) {
   if (acc.empty()) acc = ld;
   else add_inplace(acc, ld);
 }
+/// One child's forward: training (into c) when the composite saves, inference otherwise.
+template <class L, class B>
+FlowOut<B> child_forward(const L& l, const Tensor<B>& x, typename L::Context* c, const Tensor<B>& cond,
+                         bool want_logdet) {
+  if (c) return want_logdet ? l.forward(x, *c, cond, logdet::analytic) : l.forward(x, *c, cond, logdet::none);
+  return want_logdet ? l.forward(x, cond, logdet::analytic) : l.forward(x, cond, logdet::none);
+}
 template <class L, class B>
 void maybe_data_init(L& layer, const Tensor<B>& x, const Tensor<B>& cond) {
   if constexpr (requires { layer.data_init(x, cond); }) layer.data_init(x, cond);
@@ -66,18 +73,18 @@ class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_e
   std::tuple<Ls...>& layers() { return layers_; }
   const std::tuple<Ls...>& layers() const { return layers_; }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet) const {
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
     return run(x, ctx, cond, want_logdet, nullptr, std::index_sequence_for<Ls...>{});
   }
-  /// Forward that also returns every intermediate state (x⁰ = x, …, x^B = z).
+  /// Forward that also returns every intermediate state (x⁰ = x, …, x^B = z); ctx receives what backward needs.
   template <LogDetPolicy P = logdet::Analytic>
   Trajectory<B> forward_trajectory(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond = {}, P = {}) const {
-    this->check_inputs("forward_trajectory", x, cond);
-    Trajectory<B> t;
-    t.states.push_back(x);
-    FlowOut<B> o = run(x, ctx, cond, P::compute, &t.states, std::index_sequence_for<Ls...>{});
-    t.logdet = std::move(o.logdet);
-    return t;
+    return trajectory(x, &ctx, cond, P::compute);
+  }
+  /// Inference trajectory: the states only, no contexts kept (what a frozen F gives BiFlow's reverse training).
+  template <LogDetPolicy P = logdet::Analytic>
+  Trajectory<B> forward_trajectory(const Tensor<B>& x, const Tensor<B>& cond = {}, P = {}) const {
+    return trajectory(x, nullptr, cond, P::compute);
   }
   FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet) const {
     FlowOut<B> acc{y, {}};
@@ -87,11 +94,13 @@ class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_e
     }(std::index_sequence_for<Ls...>{});
     return acc;
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
+                     GradMode mode = GradMode::all) {
     Tensor<B> g = dy;
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       constexpr std::size_t n = sizeof...(Ls);
-      ((g = std::get<n - 1 - I>(layers_).backward(std::get<n - 1 - I>(ctx), g, dlogdet)), ...);
+      ((g = std::get<n - 1 - I>(layers_).backward(std::get<n - 1 - I>(ctx), g, dlogdet,
+                                                  n - 1 - I == 0 ? mode : inner(mode))), ...);
     }(std::index_sequence_for<Ls...>{});
     return g;
   }
@@ -112,21 +121,28 @@ class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_e
  private:
   template <class L>
   static Tensor<B> forward_once(const L& l, const Tensor<B>& h, const Tensor<B>& cond) {
-    typename L::Context c;
-    return l.forward(h, c, cond, logdet::none).y;
+    return l.forward(h, cond, logdet::none).y;
+  }
+  Trajectory<B> trajectory(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
+    this->check_inputs("forward_trajectory", x, cond);
+    Trajectory<B> t;
+    t.states.push_back(x);
+    FlowOut<B> o = run(x, ctx, cond, want_logdet, &t.states, std::index_sequence_for<Ls...>{});
+    t.logdet = std::move(o.logdet);
+    return t;
   }
   template <std::size_t... I>
-  FlowOut<B> run(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet,
+  FlowOut<B> run(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet,
                  std::vector<Tensor<B>>* states, std::index_sequence<I...>) const {
     FlowOut<B> acc{x, {}};
-    auto step = [&](const auto& layer, auto& c) {
-      FlowOut<B> o = want_logdet ? layer.forward(acc.y, c, cond, logdet::analytic)
-                                 : layer.forward(acc.y, c, cond, logdet::none);
+    auto step = [&](const auto& layer, auto* c) {
+      FlowOut<B> o = seq_detail::child_forward(layer, acc.y, c, cond, want_logdet);
       acc.y = std::move(o.y);
       seq_detail::add_logdet(acc.logdet, o.logdet);
       if (states) states->push_back(acc.y);
     };
-    (step(std::get<I>(layers_), std::get<I>(ctx)), ...);
+    (step(std::get<I>(layers_), ctx ? &std::get<I>(*ctx) : static_cast<std::tuple_element_t<I, Context>*>(nullptr)),
+     ...);
     return acc;
   }
   template <std::size_t I>
@@ -187,16 +203,17 @@ class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
   Block& block(std::size_t i) { return blocks_.at(i); }
   const Block& block(std::size_t i) const { return blocks_.at(i); }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet) const {
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
     return run(x, ctx, cond, want_logdet, nullptr);
   }
   template <LogDetPolicy P = logdet::Analytic>
   Trajectory<B> forward_trajectory(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond = {}, P = {}) const {
-    this->check_inputs("forward_trajectory", x, cond);
-    Trajectory<B> t;
-    t.states.push_back(x);
-    t.logdet = run(x, ctx, cond, P::compute, &t.states).logdet;
-    return t;
+    return trajectory(x, &ctx, cond, P::compute);
+  }
+  /// Inference trajectory: the states only, no contexts kept.
+  template <LogDetPolicy P = logdet::Analytic>
+  Trajectory<B> forward_trajectory(const Tensor<B>& x, const Tensor<B>& cond = {}, P = {}) const {
+    return trajectory(x, nullptr, cond, P::compute);
   }
   FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet) const {
     FlowOut<B> acc{y, {}};
@@ -208,17 +225,17 @@ class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
     }
     return acc;
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
+                     GradMode mode = GradMode::all) {
     Tensor<B> g = dy;
-    for (std::size_t i = blocks_.size(); i-- > 0;) g = blocks_[i].backward(ctx[i], g, dlogdet);
+    for (std::size_t i = blocks_.size(); i-- > 0;) g = blocks_[i].backward(ctx[i], g, dlogdet, i == 0 ? mode : inner(mode));
     return g;
   }
   void data_init(const Tensor<B>& x, const Tensor<B>& cond = {}) {
     Tensor<B> h = x;
     for (auto& b : blocks_) {
       seq_detail::maybe_data_init(b, h, cond);
-      typename Block::Context c;
-      h = b.forward(h, c, cond, logdet::none).y;
+      h = b.forward(h, cond, logdet::none).y;
     }
   }
   template <class V>
@@ -227,13 +244,20 @@ class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
   }
 
  private:
-  FlowOut<B> run(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet,
+  Trajectory<B> trajectory(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
+    this->check_inputs("forward_trajectory", x, cond);
+    Trajectory<B> t;
+    t.states.push_back(x);
+    t.logdet = run(x, ctx, cond, want_logdet, &t.states).logdet;
+    return t;
+  }
+  FlowOut<B> run(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet,
                  std::vector<Tensor<B>>* states) const {
-    if constexpr (N == dynamic) ctx.resize(blocks_.size());
+    if constexpr (N == dynamic)
+      if (ctx) ctx->resize(blocks_.size());
     FlowOut<B> acc{x, {}};
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      FlowOut<B> o = want_logdet ? blocks_[i].forward(acc.y, ctx[i], cond, logdet::analytic)
-                                 : blocks_[i].forward(acc.y, ctx[i], cond, logdet::none);
+      FlowOut<B> o = seq_detail::child_forward(blocks_[i], acc.y, ctx ? &(*ctx)[i] : nullptr, cond, want_logdet);
       acc.y = std::move(o.y);
       seq_detail::add_logdet(acc.logdet, o.logdet);
       if (states) states->push_back(acc.y);

@@ -132,13 +132,16 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
   const Config& config() const { return cfg_; }
   const std::vector<std::int32_t>& order() const { return order_; }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet) const {
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
     const Tensor<B> xs = gather_cols(x, fwd_);
     auto [a, mu] = split(net(xs, cond, ctx));
-    ctx.z = zip(fn::TarForward{}, xs, a, mu);
-    FlowOut<B> out{gather_cols(ctx.z, inv_), {}};
+    Tensor<B> z = zip(fn::TarForward{}, xs, a, mu);
+    FlowOut<B> out{gather_cols(z, inv_), {}};
     if (want_logdet) out.logdet = zip(fn::Neg{}, row_sum(a));
-    ctx.alpha = std::move(a);
+    if (ctx) {
+      ctx->z = std::move(z);
+      ctx->alpha = std::move(a);
+    }
     return out;
   }
   /// Exact inverse by KV-cached causal decoding (no guidance).
@@ -146,7 +149,8 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
     return decode(z, cond, Guidance<B>{}, want_logdet);
   }
 
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
+                     GradMode mode = GradMode::all) {
     const long N = ctx.z.rows(), Tn = cfg_.tokens, D = cfg_.token_dim, W = cfg_.width;
     require_shape("TarBlock.backward: dy", dy, N, Tn * D);
     require_shape("TarBlock.backward: dlogdet", dlogdet, N, 1);
@@ -161,10 +165,13 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
     // Undo the one-token shift: output token t fed the parameters of token t + 1; the last one fed nothing.
     Tensor<B> dout = concat_cols(slice_cols(dp, 2 * D, (Tn - 1) * 2 * D), Tensor<B>(N, 2 * D));
     dout.reshape(N * Tn, 2 * D);
-    Tensor<B> dh = proj_out.backward(ctx.out, dout);
-    for (std::size_t l = layers.size(); l-- > 0;) dh = layers[l].backward(ctx.layers[l], dh);
-    if (cfg_.cond_features > 0) class_embed.backward(ctx.emb, sum_row_groups(dh, Tn));
-    if (!pos_embed.frozen) {
+    const GradMode m = inner(mode);
+    Tensor<B> dh = proj_out.backward(ctx.out, dout, m);
+    for (std::size_t l = layers.size(); l-- > 0;) dh = layers[l].backward(ctx.layers[l], dh, m);
+    // The class embedding's input is the context, never differentiated: parameters only, or nothing.
+    if (cfg_.cond_features > 0 && mode != GradMode::input_only)
+      class_embed.backward(ctx.emb, sum_row_groups(dh, Tn), GradMode::params_only);
+    if (wants_grad(mode, pos_embed)) {
       dh.reshape(N, Tn * W);
       Tensor<B> gpos;
       col_sum(dh, gpos);
@@ -173,7 +180,8 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
       add_inplace(pos_embed.grad, gpos);
       dh.reshape(N * Tn, W);
     }
-    Tensor<B> dxin = proj_in.backward(ctx.in, dh);
+    Tensor<B> dxin = proj_in.backward(ctx.in, dh, mode);
+    if (!wants_input_grad(mode)) return {};
     dxin.reshape(N, Tn * D);
     add_inplace(dxs, dxin);
     return gather_cols(dxs, inv_);
@@ -190,22 +198,18 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
     const Tensor<B> zs = gather_cols(z, fwd_);
     Tensor<B> xs = zs;  // token 0 passes through
     Tensor<B> ce;
-    if (cfg_.cond_features > 0) {
-      typename Embedding<B>::Context ec;
-      ce = class_embed.forward(cfg ? concat_rows(cond, uncond_rows(g, N)) : cond, ec);
-    }
+    if (cfg_.cond_features > 0) ce = class_embed.forward(cfg ? concat_rows(cond, uncond_rows(g, N)) : cond);
     const Tensor<B> pos = pos_seq();
     std::vector<KVCache<B>> caches(layers.size());
     Tensor<B> ld(N, 1), tok(M, D, uninit), zt(N, D, uninit);
     for (long i = 0; i + 1 < Tn; ++i) {
       copy_block(xs, i * D, Tn * D, tok, 0, D, N, D);
       if (cfg) copy_block(xs, i * D, Tn * D, tok, N * D, D, N, D);
-      typename Linear<B>::Context c1, c2;
-      Tensor<B> h = proj_in.forward(tok, c1);
+      Tensor<B> h = proj_in.forward(tok);
       map(h, fn::Add{}, h, slice_cols(pos, i * W, W));
       if (!ce.empty()) add_inplace(h, ce);
       for (std::size_t l = 0; l < layers.size(); ++l) h = layers[l].step(h, caches[l]);
-      const Tensor<B> o = proj_out.forward(std::move(h), c2);
+      const Tensor<B> o = proj_out.forward(h);
       Tensor<B> a = zip(fn::TanhClamp{cfg_.alpha_clamp}, slice_cols(o, 0, D)), mu = slice_cols(o, D, D);
       if (cfg) {
         const double w = g.anneal ? g.scale * double(i + 1) / double(Tn - 1) : g.scale;
@@ -230,8 +234,7 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
     Tensor<B> xs = zs, ld(N, 1), blk(N, D, uninit);
     const Tensor<B> cond2 = cfg ? concat_rows(cond, uncond_rows(g, N)) : cond;
     for (long t = 1; t < Tn; ++t) {
-      Context c;
-      auto [a, mu] = split(net(cfg ? concat_rows(xs, xs) : xs, cond2, c));
+      auto [a, mu] = split(net(cfg ? concat_rows(xs, xs) : xs, cond2, nullptr));
       if (cfg) {
         const double w = g.anneal ? g.scale * double(t) / double(Tn - 1) : g.scale;
         a = zip(fn::Guide{w}, slice_rows(a, 0, N), slice_rows(a, N, N));
@@ -249,8 +252,7 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
   /// transform is given tokens before it in the block order. Used by the causality tests and diagnostics.
   std::pair<Tensor<B>, Tensor<B>> transform_params(const Tensor<B>& x, const Tensor<B>& cond = {}) const {
     this->check_inputs("transform_params", x, cond);
-    Context c;
-    auto [a, mu] = split(net(gather_cols(x, fwd_), cond, c));
+    auto [a, mu] = split(net(gather_cols(x, fwd_), cond, nullptr));
     return {gather_cols(a, inv_), gather_cols(mu, inv_)};
   }
 
@@ -282,17 +284,18 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
     }
     return null_rows<B>(n, cfg_.cond_features);
   }
-  /// Shifted transformer output (rows x T·2D, block order) for block-ordered input xs.
-  Tensor<B> net(const Tensor<B>& xs, const Tensor<B>& cond, Context& ctx) const {
+  /// Shifted transformer output (rows x T·2D, block order) for block-ordered input xs; ctx == nullptr: inference.
+  Tensor<B> net(const Tensor<B>& xs, const Tensor<B>& cond, Context* ctx) const {
     const long N = xs.rows(), Tn = cfg_.tokens, D = cfg_.token_dim, W = cfg_.width;
-    Tensor<B> h = proj_in.forward(reshaped(xs, N * Tn, D), ctx.in);
+    Tensor<B> h = ctx ? proj_in.forward(reshaped(xs, N * Tn, D), ctx->in) : proj_in.forward(reshaped(xs, N * Tn, D));
     h.reshape(N, Tn * W);
     map(h, fn::Add{}, h, pos_seq());
     h.reshape(N * Tn, W);
-    if (cfg_.cond_features > 0) add_repeat_rows(h, class_embed.forward(cond, ctx.emb), Tn);
-    ctx.layers.resize(layers.size());
-    for (std::size_t l = 0; l < layers.size(); ++l) h = layers[l].forward(h, ctx.layers[l]);
-    Tensor<B> o = proj_out.forward(std::move(h), ctx.out);
+    if (cfg_.cond_features > 0)
+      add_repeat_rows(h, ctx ? class_embed.forward(cond, ctx->emb) : class_embed.forward(cond), Tn);
+    if (ctx) ctx->layers.resize(layers.size());
+    for (std::size_t l = 0; l < layers.size(); ++l) h = ctx ? layers[l].forward(h, ctx->layers[l]) : layers[l].forward(h);
+    Tensor<B> o = ctx ? proj_out.forward(std::move(h), ctx->out) : proj_out.forward(h);
     o.reshape(N, Tn * 2 * D);
     return concat_cols(Tensor<B>(N, 2 * D), slice_cols(o, 0, (Tn - 1) * 2 * D));
   }

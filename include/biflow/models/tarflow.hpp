@@ -53,8 +53,8 @@ class TarFlow : public FlowLayerBase<TarFlow<B>, B> {
   const Block& block(std::size_t i) const { return layer<1>(flow_).block(i); }
   const Permutation<B>& patchify() const { return layer<0>(flow_); }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond, bool want_logdet) const {
-    return want_logdet ? flow_.forward(x, ctx, cond, logdet::analytic) : flow_.forward(x, ctx, cond, logdet::none);
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
+    return seq_detail::child_forward(flow_, x, ctx, cond, want_logdet);
   }
   /// states[0] = patchified x, states[i + 1] = output of block i (states.back() = z), plus the total log-det:
   /// the trajectory a learned reverse model trains against.
@@ -63,11 +63,17 @@ class TarFlow : public FlowLayerBase<TarFlow<B>, B> {
     const Tensor<B> tokens = patchify().forward(x, std::get<0>(ctx), cond, logdet::none).y;
     return layer<1>(flow_).forward_trajectory(tokens, std::get<1>(ctx), cond);
   }
+  /// Inference trajectory (a frozen F): states only, no contexts kept.
+  Trajectory<B> forward_trajectory(const Tensor<B>& x, const Tensor<B>& cond = {}) const {
+    this->check_inputs("forward_trajectory", x, cond);
+    return layer<1>(flow_).forward_trajectory(patchify().forward(x, cond, logdet::none).y, cond);
+  }
   FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, bool want_logdet) const {
     return sample(z, cond, Guidance<B>{}, want_logdet);
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet) {
-    return flow_.backward(ctx, dy, dlogdet);
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
+                     GradMode mode = GradMode::all) {
+    return flow_.backward(ctx, dy, dlogdet, mode);
   }
 
   /// Exact inverse of noise z (rows x T·D): KV-cached decoding through the blocks in reverse, B·(T − 1)

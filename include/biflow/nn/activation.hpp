@@ -113,8 +113,13 @@ class Activation {
     ctx.x = std::move(x);
     return zip(fn::ActValue<A>{}, ctx.x);
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
+  Tensor<B> forward(const Tensor<B>& x) const {
+    if (n_ > 0) require_cols("Activation.forward", x, n_);
+    return zip(fn::ActValue<A>{}, x);
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all) {
     require_shape("Activation.backward", dy, ctx.x.rows(), ctx.x.cols());
+    if (!wants_input_grad(mode)) return {};
     return zip(fn::ActBackward<A>{}, dy, ctx.x);
   }
   template <class V>

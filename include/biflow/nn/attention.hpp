@@ -46,18 +46,18 @@ class Attention {
   Tensor<B> forward(const Tensor<B>& x, Context& ctx) const { return forward(Tensor<B>(x), ctx); }
   Tensor<B> forward(Tensor<B>&& x, Context& ctx) const {
     require_cols("Attention.forward", x, width_);
-    const long n = batch_of(x.rows());
     ctx.packed = qkv.forward(std::move(x), ctx.qkv);
-    ctx.probs = Tensor<B>(n * heads_ * seq_, seq_, uninit);
-    gemm_batched(ctx.packed, view_q(), false, ctx.packed, view_k(), true, ctx.probs, view_s(), n, heads_, scale(), T(0));
-    softmax_rows(ctx.probs, causal_);
-    Tensor<B> o(n * seq_, width_, uninit);
-    gemm_batched(ctx.probs, view_s(), false, ctx.packed, view_v(), false, o, view_o(), n, heads_, T(1), T(0));
-    return proj.forward(std::move(o), ctx.proj);
+    return proj.forward(attend(ctx.packed, ctx.probs), ctx.proj);
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
+  /// Inference: the scores of one layer live only inside the call.
+  Tensor<B> forward(const Tensor<B>& x) const {
+    require_cols("Attention.forward", x, width_);
+    Tensor<B> probs;
+    return proj.forward(attend(qkv.forward(x), probs));
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all) {
     const long n = ctx.packed.rows() / seq_;
-    const Tensor<B> d_o = proj.backward(ctx.proj, dy);
+    const Tensor<B> d_o = proj.backward(ctx.proj, dy, inner(mode));
     Tensor<B> dp(ctx.probs.rows(), seq_, uninit);
     gemm_batched(d_o, view_o(), false, ctx.packed, view_v(), true, dp, view_s(), n, heads_, T(1), T(0));
     Tensor<B> dpacked(ctx.packed.rows(), 3 * width_, uninit);
@@ -65,7 +65,7 @@ class Attention {
     softmax_rows_backward(ctx.probs, dp);  // dp now holds d(scores)
     gemm_batched(dp, view_s(), false, ctx.packed, view_k(), false, dpacked, view_q(), n, heads_, scale(), T(0));
     gemm_batched(dp, view_s(), true, ctx.packed, view_q(), false, dpacked, view_k(), n, heads_, scale(), T(0));
-    return qkv.backward(ctx.qkv, dpacked);
+    return qkv.backward(ctx.qkv, dpacked, mode);
   }
 
   /// Incremental decoding: x holds the next token of each of `batch` sequences (batch x width). Appends its
@@ -85,8 +85,7 @@ class Attention {
     if (cache.len >= seq_)
       throw usage_error(detail::cat("Attention.step: the cache is full (", seq_, " tokens)"));
     const long i = cache.len, L = i + 1, W = width_, dh = W / heads_;
-    typename Linear<B>::Context c1, c2;
-    const Tensor<B> packed = qkv.forward(x, c1);
+    const Tensor<B> packed = qkv.forward(x);
     copy_block(packed, W, 3 * W, cache.k, i * W, seq_ * W, n, W);
     copy_block(packed, 2 * W, 3 * W, cache.v, i * W, seq_ * W, n, W);
     const MatView q{0, 1, dh, 3 * W, 3 * W, dh}, kv{0, L, dh, W, seq_ * W, dh}, s{0, 1, L, L, heads_ * L, L},
@@ -97,7 +96,7 @@ class Attention {
     Tensor<B> out(n, W, uninit);
     gemm_batched(scores, s, false, cache.v, kv, false, out, o, n, heads_, T(1), T(0));
     ++cache.len;
-    return proj.forward(std::move(out), c2);
+    return proj.forward(out);
   }
 
   template <class V>
@@ -107,6 +106,16 @@ class Attention {
   }
 
  private:
+  /// softmax(q kᵀ/√d) v per (sample, head) from the packed projection; probs receives the attention weights.
+  Tensor<B> attend(const Tensor<B>& packed, Tensor<B>& probs) const {
+    const long n = batch_of(packed.rows());
+    probs = Tensor<B>(n * heads_ * seq_, seq_, uninit);
+    gemm_batched(packed, view_q(), false, packed, view_k(), true, probs, view_s(), n, heads_, scale(), T(0));
+    softmax_rows(probs, causal_);
+    Tensor<B> o(n * seq_, width_, uninit);
+    gemm_batched(probs, view_s(), false, packed, view_v(), false, o, view_o(), n, heads_, T(1), T(0));
+    return o;
+  }
   long batch_of(long rows) const {
     if (rows % seq_ != 0)
       throw shape_error(detail::cat("Attention: ", rows, " rows are not a whole number of ", seq_,

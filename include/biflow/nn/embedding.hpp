@@ -31,9 +31,14 @@ class Embedding {
     ctx.x = x;
     return matmul(x, false, weight.value, false);
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
+  Tensor<B> forward(const Tensor<B>& x) const {
+    require_cols("Embedding.forward (one-hot rows)", x, n_);
+    return matmul(x, false, weight.value, false);
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all) {
     require_shape("Embedding.backward", dy, ctx.x.rows(), w_);
-    if (!weight.frozen) gemm(ctx.x, true, dy, false, weight.grad, T(1), T(1));
+    if (wants_grad(mode, weight)) gemm(ctx.x, true, dy, false, weight.grad, T(1), T(1));
+    if (!wants_input_grad(mode)) return {};
     return matmul(dy, false, weight.value, true);
   }
   template <class V>

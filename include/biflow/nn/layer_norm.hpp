@@ -26,14 +26,20 @@ class LayerNorm {
     layernorm_forward(x, weight.value, bias.value, eps_, y, ctx.mean, ctx.rstd);
     return y;
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
+  Tensor<B> forward(const Tensor<B>& x) const {
+    require_cols("LayerNorm.forward", x, n_);
+    Tensor<B> y, mean, rstd;
+    layernorm_forward(x, weight.value, bias.value, eps_, y, mean, rstd);
+    return y;
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all) {
     require_shape("LayerNorm.backward", dy, ctx.x.rows(), n_);
-    if (!weight.frozen && !bias.frozen)
-      return layernorm_backward(ctx.x, weight.value, ctx.mean, ctx.rstd, dy, weight.grad, bias.grad);
-    // The primitive computes both; a frozen parameter's share (two column sums) lands in scratch instead.
+    const bool gw = wants_grad(mode, weight), gb = wants_grad(mode, bias);
+    if (gw && gb) return layernorm_backward(ctx.x, weight.value, ctx.mean, ctx.rstd, dy, weight.grad, bias.grad);
+    // The primitive computes both; a share nobody wants (two column sums) lands in scratch instead.
     Tensor<B> sw(weight.grad.rows(), weight.grad.cols()), sb(bias.grad.rows(), bias.grad.cols());
-    return layernorm_backward(ctx.x, weight.value, ctx.mean, ctx.rstd, dy, weight.frozen ? sw : weight.grad,
-                              bias.frozen ? sb : bias.grad);
+    return layernorm_backward(ctx.x, weight.value, ctx.mean, ctx.rstd, dy, gw ? weight.grad : sw,
+                              gb ? bias.grad : sb);
   }
   template <class V>
   void visit_parameters(V&& v, const std::string& prefix) {

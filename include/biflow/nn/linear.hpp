@@ -45,6 +45,11 @@ class Linear {
     ctx.x = std::move(x);
     return apply(ctx.x, weight.value);
   }
+  /// Inference: nothing saved, x not copied.
+  Tensor<B> forward(const Tensor<B>& x) const {
+    require_cols("Linear.forward", x, in_);
+    return apply(x, weight.value);
+  }
   /// x Wᵀ *without* the bias, for callers that add the bias themselves fused with the next elementwise op
   /// (MLP does, with its activation). backward() is unchanged: the bias gradient depends on dy only.
   Tensor<B> forward_unbiased(Tensor<B>&& x, Context& ctx) const {
@@ -52,11 +57,16 @@ class Linear {
     ctx.x = std::move(x);
     return matmul(ctx.x, false, weight.value, true);
   }
+  Tensor<B> forward_unbiased(const Tensor<B>& x) const {
+    require_cols("Linear.forward", x, in_);
+    return matmul(x, false, weight.value, true);
+  }
   bool has_bias() const { return has_bias_; }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all) {
     require_shape("Linear.backward", dy, ctx.x.rows(), out_);
-    if (!weight.frozen) gemm(dy, true, ctx.x, false, weight.grad, T(1), T(1));
-    if (has_bias_ && !bias.frozen) col_sum(dy, bias.grad, T(1));
+    if (wants_grad(mode, weight)) gemm(dy, true, ctx.x, false, weight.grad, T(1), T(1));
+    if (has_bias_ && wants_grad(mode, bias)) col_sum(dy, bias.grad, T(1));
+    if (!wants_input_grad(mode)) return {};
     return matmul(dy, false, weight.value, false);
   }
   template <class V>
@@ -105,19 +115,28 @@ class MaskedLinear : public Linear<B> {
     ctx.wm = zip(fn::Mul{}, this->weight.value, mask_);
     return this->apply(ctx.x, ctx.wm);
   }
+  Tensor<B> forward(const Tensor<B>& x) const {
+    require_cols("MaskedLinear.forward", x, this->in_);
+    return this->apply(x, zip(fn::Mul{}, this->weight.value, mask_));
+  }
   Tensor<B> forward_unbiased(Tensor<B>&& x, Context& ctx) const {
     require_cols("MaskedLinear.forward", x, this->in_);
     ctx.x = std::move(x);
     ctx.wm = zip(fn::Mul{}, this->weight.value, mask_);
     return matmul(ctx.x, false, ctx.wm, true);
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
+  Tensor<B> forward_unbiased(const Tensor<B>& x) const {
+    require_cols("MaskedLinear.forward", x, this->in_);
+    return matmul(x, false, zip(fn::Mul{}, this->weight.value, mask_), true);
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all) {
     require_shape("MaskedLinear.backward", dy, ctx.x.rows(), this->out_);
-    if (!this->weight.frozen) {
+    if (wants_grad(mode, this->weight)) {
       Tensor<B> dw = matmul(dy, true, ctx.x, false);
       map(this->weight.grad, fn::AddMul{}, this->weight.grad, dw, mask_);
     }
-    if (this->has_bias_ && !this->bias.frozen) col_sum(dy, this->bias.grad, T(1));
+    if (this->has_bias_ && wants_grad(mode, this->bias)) col_sum(dy, this->bias.grad, T(1));
+    if (!wants_input_grad(mode)) return {};
     return matmul(dy, false, ctx.wm, false);
   }
 

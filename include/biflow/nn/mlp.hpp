@@ -56,12 +56,29 @@ class MLP {
     }
     return lin_.back().forward(std::move(h), ctx.lin.back());
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
-    Tensor<B> g = lin_.back().backward(ctx.lin.back(), dy);
-    for (std::size_t i = lin_.size() - 1; i-- > 0;) {
+  /// Inference: the same fused passes, nothing kept.
+  Tensor<B> forward(const Tensor<B>& x) const {
+    Tensor<B> h;
+    for (std::size_t i = 0; i + 1 < lin_.size(); ++i) {
+      const Tensor<B>& in = i == 0 ? x : h;
+      if constexpr (Act::grad_from_output) {
+        Tensor<B> a = lin_[i].forward_unbiased(in);
+        if (lin_[i].has_bias()) map(a, fn::BiasActValue<Act>{}, a, lin_[i].bias.value);
+        else map(a, fn::ActValue<Act>{}, a);
+        h = std::move(a);
+      } else {
+        h = act_[i].forward(lin_[i].forward(in));
+      }
+    }
+    return lin_.back().forward(lin_.size() == 1 ? x : h);
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all) {
+    const std::size_t n = lin_.size();
+    Tensor<B> g = lin_.back().backward(ctx.lin.back(), dy, n == 1 ? mode : inner(mode));
+    for (std::size_t i = n - 1; i-- > 0;) {
       if constexpr (Act::grad_from_output) map(g, fn::ActBackwardFromOutput<Act>{}, g, ctx.lin[i + 1].x);
       else g = act_[i].backward(ctx.act[i], g);
-      g = lin_[i].backward(ctx.lin[i], g);
+      g = lin_[i].backward(ctx.lin[i], g, i == 0 ? mode : inner(mode));
     }
     return g;
   }

@@ -35,20 +35,32 @@ class TransformerLayer {
     add_inplace(y, h);
     return y;
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
-    Tensor<B> dh = mlp_norm.backward(ctx.n2, mlp.backward(ctx.mlp, dy));
+  Tensor<B> forward(const Tensor<B>& x) const {
+    Tensor<B> h = attn.forward(attn_norm.forward(x));
+    add_inplace(h, x);
+    Tensor<B> y = mlp.forward(mlp_norm.forward(h));
+    add_inplace(y, h);
+    return y;
+  }
+  /// The residual path carries dy to x whatever the mode, so every sublayer computes its input gradient;
+  /// params_only only lets this layer return no dx.
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all) {
+    const GradMode m = inner(mode);
+    Tensor<B> dh = mlp_norm.backward(ctx.n2, mlp.backward(ctx.mlp, dy, m), m);
     add_inplace(dh, dy);
-    Tensor<B> dx = attn_norm.backward(ctx.n1, attn.backward(ctx.attn, dh));
+    if (!wants_input_grad(mode)) {
+      attn_norm.backward(ctx.n1, attn.backward(ctx.attn, dh, m), m);
+      return {};
+    }
+    Tensor<B> dx = attn_norm.backward(ctx.n1, attn.backward(ctx.attn, dh, m), m);
     add_inplace(dx, dh);
     return dx;
   }
   /// One decoding step for the next token of each sequence (batch x width), using and extending cache.
   Tensor<B> step(const Tensor<B>& x, KVCache<B>& cache) const {
-    typename LayerNorm<B>::Context c1, c2;
-    typename MLP<B, act::GELU>::Context cm;
-    Tensor<B> h = attn.step(attn_norm.forward(x, c1), cache);
+    Tensor<B> h = attn.step(attn_norm.forward(x), cache);
     add_inplace(h, x);
-    Tensor<B> y = mlp.forward(mlp_norm.forward(h, c2), cm);
+    Tensor<B> y = mlp.forward(mlp_norm.forward(h));
     add_inplace(y, h);
     return y;
   }

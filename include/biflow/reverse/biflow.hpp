@@ -18,8 +18,7 @@ Tensor<B> to_data(const Flow& f, const Tensor<B>& states) {
 template <class Flow, Backend B>
 Tensor<B> to_states(const Flow& f, const Tensor<B>& data) {
   if constexpr (requires { f.patchify(); }) {
-    typename std::remove_cvref_t<decltype(f.patchify())>::Context c;
-    return f.patchify().forward(data, c, {}, logdet::none).y;
+    return f.patchify().forward(data, Tensor<B>{}, logdet::none).y;
   } else {
     return data;
   }
@@ -43,8 +42,7 @@ struct BiFlow {
   }
   /// G(F(x)): how well G inverts F on data x.
   Tensor<B> reconstruct(const Tensor<B>& x, const Tensor<B>& cond = {}) const {
-    typename Flow::Context c;
-    const Tensor<B> z = forward.forward(x, c, cond, logdet::none).y;
+    const Tensor<B> z = forward.forward(x, cond, logdet::none).y;
     return sample(z, cond, reverse.config().guidance ? Tensor<B>(x.rows(), 1) : Tensor<B>{});
   }
 };

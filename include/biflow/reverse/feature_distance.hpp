@@ -10,28 +10,27 @@
 
 namespace biflow {
 
-/// D(a, b) = Inner(Net(a), Net(b)). Net is held by pointer and must outlive the distance. The gradient
-/// flows through Net to `a`; Net's own parameter gradients accumulate as a side effect and are never used
-/// (Net is frozen: it is not in any optimizer; zero_grad it before training it yourself).
+/// D(a, b) = Inner(Net(a), Net(b)). Net is held by pointer and must outlive the distance. Net is frozen: the
+/// gradient flows through it to `a` by an input-only backward (no weight gradients, Net untouched), and the
+/// target's features come from the inference pass.
 template <class Net, class Inner = Mse>
 struct Feature {
   static_assert(Module<Net>, "Feature<Net, Inner>: Net must be an nn Module (forward/backward with a Context) "
                              "mapping data rows to feature rows");
-  Net* net = nullptr;
+  const Net* net = nullptr;
   Inner inner{};
   std::string name() const { return "feature(" + inner.name() + ")"; }
   template <Backend B>
   Tensor<B> per_row(const Tensor<B>& a, const Tensor<B>& b) const {
     check(a, b);
-    typename Net::Context ca, cb;
-    return inner.per_row(net->forward(a, ca), net->forward(b, cb));
+    return inner.per_row(net->forward(a), net->forward(b));
   }
   template <Backend B>
   Tensor<B> grad(const Tensor<B>& a, const Tensor<B>& b, const Tensor<B>& w) const {
     check(a, b);
-    typename Net::Context ca, cb;
-    const Tensor<B> fa = net->forward(a, ca), fb = net->forward(b, cb);
-    return net->backward(ca, inner.grad(fa, fb, w));
+    typename Net::Context ca;
+    const Tensor<B> fa = net->forward(a, ca), fb = net->forward(b);
+    return backward_input(*net, ca, inner.grad(fa, fb, w));
   }
 
  private:

@@ -98,39 +98,19 @@ class ReverseModel {
   /// unconditional), w N x 1 guidance scales (empty = 0; only for models built with `guidance`).
   /// Returns N x T·D in the forward flow's token space; ctx keeps what backward needs and the hidden states.
   Tensor<B> forward(const Tensor<B>& z, const Tensor<B>& cond, const Tensor<B>& w, Context& ctx) const {
-    check_inputs("forward", z, cond, w);
-    const long N = z.rows(), Tn = cfg_.tokens, D = cfg_.token_dim, S = num_stages();
-    ctx.n = N;
-    const Tensor<B> E = embedding(N, cond, w, ctx);
-    Tensor<B> u = proj_in.forward(reshaped(z, N * Tn, D), ctx.in);
-    add_inplace(u, E);
-    ctx.stages.resize(std::size_t(S));
-    ctx.hidden.assign(std::size_t(S), Tensor<B>{});
-    if (cfg_.bottleneck) {
-      ctx.readout.resize(std::size_t(S));
-      ctx.embed.resize(std::size_t(S));
-    }
-    for (long j = 0; j < S; ++j) {
-      const auto js = std::size_t(j);
-      u = stages[js].forward(u, ctx.stages[js]);
-      if (cfg_.bottleneck) {
-        ctx.hidden[js] = readouts[js].forward(u, ctx.readout[js]);
-        if (j + 1 < S) {
-          u = embeds[js + 1].forward(ctx.hidden[js], ctx.embed[js + 1]);
-          add_inplace(u, E);
-        }
-      } else {
-        ctx.hidden[js] = u;
-      }
-    }
-    Tensor<B> out = cfg_.bottleneck ? ctx.hidden.back() : proj_out.forward(std::move(u), ctx.out);
-    out.reshape(N, Tn * D);
-    return out;
+    return run(z, cond, w, &ctx);
+  }
+  /// Inference pass (what sample() runs): nothing saved, no hidden states kept.
+  Tensor<B> forward(const Tensor<B>& z, const Tensor<B>& cond = {}, const Tensor<B>& w = {}) const {
+    return run(z, cond, w, nullptr);
   }
 
   /// dout: N x T·D gradient of the output; dhidden[j] (j < S' − 1, each empty or shaped as ctx.hidden[j])
   /// gradients reaching the stage states from hidden losses. Accumulates parameter gradients, returns dz.
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dout, const std::vector<Tensor<B>>& dhidden = {}) {
+  /// mode: G's input is noise, so a trainer asks for GradMode::params_only (no dz).
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dout, const std::vector<Tensor<B>>& dhidden = {},
+                     GradMode mode = GradMode::all) {
+    const GradMode m = inner(mode);
     const long N = ctx.n, Tn = cfg_.tokens, D = cfg_.token_dim, W = cfg_.width, S = num_stages();
     require_shape("ReverseModel.backward: dout", dout, N, Tn * D);
     if (long(dhidden.size()) > S - 1)
@@ -150,31 +130,31 @@ class ReverseModel {
         const auto js = std::size_t(j);
         if (j + 1 < S)
           if (const Tensor<B>* h = hidden_grad(j)) add_inplace(g, *h);
-        Tensor<B> du = stages[js].backward(ctx.stages[js], readouts[js].backward(ctx.readout[js], g));
+        Tensor<B> du = stages[js].backward(ctx.stages[js], readouts[js].backward(ctx.readout[js], g, m), m);
         add_inplace(dE, du);
-        if (j > 0) g = embeds[js].backward(ctx.embed[js], du);
-        else dz = proj_in.backward(ctx.in, du);
+        if (j > 0) g = embeds[js].backward(ctx.embed[js], du, m);
+        else dz = proj_in.backward(ctx.in, du, mode);
       }
     } else {
-      Tensor<B> du = proj_out.backward(ctx.out, reshaped(dout, N * Tn, D));
+      Tensor<B> du = proj_out.backward(ctx.out, reshaped(dout, N * Tn, D), m);
       for (long j = S; j-- > 0;) {
         const auto js = std::size_t(j);
         if (j + 1 < S)
           if (const Tensor<B>* h = hidden_grad(j)) add_inplace(du, *h);
-        du = stages[js].backward(ctx.stages[js], du);
+        du = stages[js].backward(ctx.stages[js], du, m);
       }
       add_inplace(dE, du);
-      dz = proj_in.backward(ctx.in, du);
+      dz = proj_in.backward(ctx.in, du, mode);
     }
-    embedding_backward(ctx, dE);
+    embedding_backward(ctx, dE, mode);
+    if (!wants_input_grad(mode)) return {};
     dz.reshape(N, Tn * D);
     return dz;
   }
 
-  /// One-pass sample: G(z; cond, w) with no context kept for training.
+  /// One-pass sample: G(z; cond, w), the inference pass.
   Tensor<B> sample(const Tensor<B>& z, const Tensor<B>& cond = {}, const Tensor<B>& w = {}) const {
-    Context c;
-    return forward(z, cond, w, c);
+    return forward(z, cond, w);
   }
   /// Inference-time classifier-free guidance on G's outputs (2 passes, run as one batch of 2N rows):
   /// G(z; c) + w·(G(z; c) − G(z; uncond)); uncond empty = the null label (last column).
@@ -217,6 +197,43 @@ class ReverseModel {
   Linear<B> proj_out;                       ///< without bottleneck
 
  private:
+  Tensor<B> run(const Tensor<B>& z, const Tensor<B>& cond, const Tensor<B>& w, Context* ctx) const {
+    check_inputs("forward", z, cond, w);
+    const long N = z.rows(), Tn = cfg_.tokens, D = cfg_.token_dim, S = num_stages();
+    const Tensor<B> E = embedding(N, cond, w, ctx);
+    const Tensor<B> zr = reshaped(z, N * Tn, D);
+    Tensor<B> u = ctx ? proj_in.forward(zr, ctx->in) : proj_in.forward(zr);
+    add_inplace(u, E);
+    if (ctx) {
+      ctx->n = N;
+      ctx->stages.resize(std::size_t(S));
+      ctx->hidden.assign(std::size_t(S), Tensor<B>{});
+      if (cfg_.bottleneck) {
+        ctx->readout.resize(std::size_t(S));
+        ctx->embed.resize(std::size_t(S));
+      }
+    }
+    Tensor<B> last;  // the last stage's read-out (bottleneck, inference)
+    for (long j = 0; j < S; ++j) {
+      const auto js = std::size_t(j);
+      u = ctx ? stages[js].forward(u, ctx->stages[js]) : stages[js].forward(u);
+      if (cfg_.bottleneck) {
+        Tensor<B> h = ctx ? readouts[js].forward(u, ctx->readout[js]) : readouts[js].forward(u);
+        if (j + 1 < S) {
+          u = ctx ? embeds[js + 1].forward(h, ctx->embed[js + 1]) : embeds[js + 1].forward(h);
+          add_inplace(u, E);
+        }
+        if (ctx) ctx->hidden[js] = std::move(h);
+        else last = std::move(h);
+      } else if (ctx) {
+        ctx->hidden[js] = u;
+      }
+    }
+    Tensor<B> out = cfg_.bottleneck ? (ctx ? ctx->hidden.back() : std::move(last))
+                                    : (ctx ? proj_out.forward(std::move(u), ctx->out) : proj_out.forward(u));
+    out.reshape(N, Tn * D);
+    return out;
+  }
   void check_inputs(const char* what, const Tensor<B>& z, const Tensor<B>& cond, const Tensor<B>& w) const {
     const std::string ctx = detail::cat("ReverseModel.", what);
     require_cols((ctx + ": z").c_str(), z, cfg_.features());
@@ -236,26 +253,32 @@ class ReverseModel {
       require_shape((ctx + ": w").c_str(), w, z.rows(), 1);
     }
   }
-  Tensor<B> embedding(long N, const Tensor<B>& cond, const Tensor<B>& w, Context& ctx) const {
+  Tensor<B> embedding(long N, const Tensor<B>& cond, const Tensor<B>& w, Context* ctx) const {
     const long Tn = cfg_.tokens, W = cfg_.width;
     Tensor<B> E = broadcast_rows(reshaped(pos_embed.value, 1, Tn * W), N);
     E.reshape(N * Tn, W);
-    if (cfg_.cond_features > 0) add_repeat_rows(E, class_embed.forward(cond, ctx.emb), Tn);
+    if (cfg_.cond_features > 0) add_repeat_rows(E, ctx ? class_embed.forward(cond, ctx->emb) : class_embed.forward(cond), Tn);
     if (cfg_.guidance) {
-      ctx.w = w.empty() ? Tensor<B>(N, 1) : w;
-      ctx.gm = guidance_embed.forward(ctx.w, ctx.gmlp);
-      add_repeat_rows(E, zip(fn::Mul{}, ctx.gm, ctx.w), Tn);
+      Tensor<B> ws = w.empty() ? Tensor<B>(N, 1) : w;
+      Tensor<B> gm = ctx ? guidance_embed.forward(ws, ctx->gmlp) : guidance_embed.forward(ws);
+      add_repeat_rows(E, zip(fn::Mul{}, gm, ws), Tn);
+      if (ctx) {
+        ctx->w = std::move(ws);
+        ctx->gm = std::move(gm);
+      }
     }
     return E;
   }
-  void embedding_backward(const Context& ctx, Tensor<B>& dE) {
+  /// The embeddings' inputs (labels, guidance scales) are never differentiated: parameter gradients only.
+  void embedding_backward(const Context& ctx, Tensor<B>& dE, GradMode mode) {
     const long N = ctx.n, Tn = cfg_.tokens, W = cfg_.width;
+    if (mode == GradMode::input_only) return;
     if (cfg_.cond_features > 0 || cfg_.guidance) {
       const Tensor<B> per_sample = sum_row_groups(dE, Tn);
-      if (cfg_.cond_features > 0) class_embed.backward(ctx.emb, per_sample);
-      if (cfg_.guidance) guidance_embed.backward(ctx.gmlp, zip(fn::Mul{}, per_sample, ctx.w));
+      if (cfg_.cond_features > 0) class_embed.backward(ctx.emb, per_sample, GradMode::params_only);
+      if (cfg_.guidance) guidance_embed.backward(ctx.gmlp, zip(fn::Mul{}, per_sample, ctx.w), GradMode::params_only);
     }
-    if (!pos_embed.frozen) {
+    if (wants_grad(mode, pos_embed)) {
       dE.reshape(N, Tn * W);
       Tensor<B> gpos;
       col_sum(dE, gpos);

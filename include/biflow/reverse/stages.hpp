@@ -42,9 +42,14 @@ class TransformerStage {
     for (std::size_t l = 0; l < layers.size(); ++l) h = layers[l].forward(h, ctx.layers[l]);
     return h;
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
+  Tensor<B> forward(const Tensor<B>& x) const {
+    Tensor<B> h = x;
+    for (const auto& l : layers) h = l.forward(h);
+    return h;
+  }
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all) {
     Tensor<B> g = dy;
-    for (std::size_t l = layers.size(); l-- > 0;) g = layers[l].backward(ctx.layers[l], g);
+    for (std::size_t l = layers.size(); l-- > 0;) g = layers[l].backward(ctx.layers[l], g, l == 0 ? mode : inner(mode));
     return g;
   }
   template <class V>
@@ -87,13 +92,25 @@ class MlpStage {
     }
     return h;
   }
-  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy) {
+  Tensor<B> forward(const Tensor<B>& x) const {
+    Tensor<B> h = x;
+    for (std::size_t l = 0; l < norms.size(); ++l) {
+      Tensor<B> y = mlps[l].forward(norms[l].forward(h));
+      add_inplace(y, h);
+      h = std::move(y);
+    }
+    return h;
+  }
+  /// Residual blocks: every block needs its input gradient; params_only only spares returning dx.
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all) {
+    const GradMode m = inner(mode);
     Tensor<B> g = dy;
     for (std::size_t l = norms.size(); l-- > 0;) {
-      Tensor<B> d = norms[l].backward(ctx.norm[l], mlps[l].backward(ctx.mlp[l], g));
+      Tensor<B> d = norms[l].backward(ctx.norm[l], mlps[l].backward(ctx.mlp[l], g, m), m);
       add_inplace(d, g);
       g = std::move(d);
     }
+    if (!wants_input_grad(mode)) return {};
     return g;
   }
   template <class V>

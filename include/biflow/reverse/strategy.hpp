@@ -91,9 +91,7 @@ class HiddenAlignment {
   }
   /// φ_j(h^j) as N x T·D rows (for inspection and tests).
   Tensor<B> project(std::size_t j, const Tensor<B>& h, long n) const {
-    typename LayerNorm<B>::Context cn;
-    typename Linear<B>::Context cl;
-    Tensor<B> y = heads.at(j).proj.forward(normalize_ ? heads[j].norm.forward(h, cn) : h, cl);
+    Tensor<B> y = heads.at(j).proj.forward(normalize_ ? heads[j].norm.forward(h) : h);
     y.reshape(n, cfg_.features());
     return y;
   }

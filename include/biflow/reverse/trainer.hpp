@@ -75,10 +75,10 @@ class ReverseTrainer {
   using B = typename G::backend;
   using T = typename B::scalar;
   static_assert(std::is_same_v<B, typename Flow::backend>, "ReverseTrainer: F and G must use the same backend");
-  static_assert(requires(const Flow& f, typename Flow::Context& c, const Tensor<B>& x) {
-    { f.forward_trajectory(x, c, x) } -> std::same_as<Trajectory<B>>;
-  }, "ReverseTrainer: the forward flow needs `Trajectory<B> forward_trajectory(x, ctx, cond) const` (Sequential, "
-     "Repeat and TarFlow have it)");
+  static_assert(requires(const Flow& f, const Tensor<B>& x) {
+    { f.forward_trajectory(x, x) } -> std::same_as<Trajectory<B>>;
+  }, "ReverseTrainer: the forward flow needs the inference trajectory `Trajectory<B> forward_trajectory(x, cond) "
+     "const` (Sequential, Repeat and TarFlow have it)");
   static_assert(Distance<OutDist, B> && Distance<HidDist, B>,
                 "ReverseTrainer: distances need per_row(pred, target), grad(pred, target, w) and name()");
 
@@ -123,8 +123,8 @@ class ReverseTrainer {
       fill_normal(e, rng, T(0), T(o_.noise));
       add_inplace(xt, e);
     }
-    typename Flow::Context fc;
-    Trajectory<B> tr = f_.forward_trajectory(xt, fc, cond);
+    // F is frozen: the inference pass keeps the states and nothing else (no contexts, no copies of inputs).
+    Trajectory<B> tr = f_.forward_trajectory(xt, cond);
     const long nb = long(tr.states.size()) - 1;
     require_cols("ReverseTrainer: F's output", tr.states.back(), c.features());
     t.z = std::move(tr.states.back());
@@ -170,7 +170,7 @@ class ReverseTrainer {
     Tensor<B> dout_data;
     r.output_loss = distance_loss(out_, to_data(f_, out), to_data(f_, out_target), o_.output_weight, dout_data);
     r.loss = o_.output_weight * r.output_loss + r.hidden_loss;
-    g_.backward(gc, to_states(f_, dout_data), dhidden);
+    g_.backward(gc, to_states(f_, dout_data), dhidden, GradMode::params_only);  // z is noise: no dz
     r.grad_norm = clip_grad_norm(params, o_.optim.clip);
     r.lr = sched_(step_);
     if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {

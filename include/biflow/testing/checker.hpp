@@ -15,6 +15,7 @@
 // Use double precision (Cpu<double>) for the derivative checks.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -39,6 +40,10 @@ struct CheckReport {
   double logdet_bruteforce_error = 0; ///< max |analytic − logdet::BruteForce| (Jacobian from backward)
   double input_grad_error = 0;        ///< max relative error of dx vs finite differences
   double param_grad_error = 0;        ///< max relative error of parameter gradients vs finite differences
+  double inference_error = 0;         ///< max |inference forward − training forward| (output and log-det)
+  double grad_mode_error = 0;         ///< max deviation of input_only / params_only backward from the full one:
+                                      ///< dx under input_only, parameter gradients under params_only, and any
+                                      ///< change input_only made to a parameter gradient (must leave them alone)
   long params_checked = 0;            ///< parameter entries probed
   std::string worst_param;            ///< name of the parameter with the largest gradient error
   long probes = 0;                    ///< input points checked
@@ -47,7 +52,7 @@ struct CheckReport {
     std::ostringstream s;
     s << "roundtrip " << roundtrip_error << ", logdet fwd " << logdet_forward_error << ", logdet inv "
       << logdet_inverse_error << ", bruteforce " << logdet_bruteforce_error << ", dx " << input_grad_error
-      << ", dparams " << param_grad_error << " (" << params_checked << " entries; worst: " << worst_param << "), "
+ << ", dparams " << param_grad_error << ", inference " << inference_error << ", grad modes " << grad_mode_error << " (" << params_checked << " entries; worst: " << worst_param << "), "
       << probes << " probe points";
     if (at_identity) s << "; AT IDENTITY (Jacobian = I): randomise the weights first, the checks prove nothing here";
     return s.str();
@@ -163,6 +168,33 @@ std::vector<HostMatrix<double>> grads_of(M& model) {
   model.visit_parameters([&](const std::string&, auto& p) { g.push_back(to_host(p.grad).template cast<double>()); }, "");
   return g;
 }
+inline double max_abs_diff(const std::vector<HostMatrix<double>>& a, const std::vector<HostMatrix<double>>& b) {
+  double worst = 0;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i)
+    if (a[i].size()) worst = std::max(worst, (a[i] - b[i]).cwiseAbs().maxCoeff());
+  return worst;
+}
+template <class B>
+double max_abs_diff(const Tensor<B>& a, const Tensor<B>& b) {
+  if (a.rows() != b.rows() || a.cols() != b.cols()) return std::numeric_limits<double>::infinity();
+  if (a.empty()) return 0;
+  return double((to_host(a) - to_host(b)).cwiseAbs().maxCoeff());
+}
+/// The gradient modes against the full backward run just before: `full_dx` and `full` (parameter gradients, as
+/// left in the model) came from GradMode::all; backward_as(mode) runs backward again on the same context.
+template <class M, class Backward>
+double grad_mode_deviation(M& model, const HostMatrix<double>& full_dx, const std::vector<HostMatrix<double>>& full,
+                           Backward&& backward_as) {
+  double worst = 0;
+  const HostMatrix<double> dx_in = to_host(backward_as(GradMode::input_only)).template cast<double>();
+  worst = std::max(worst, max_abs_diff(grads_of(model), full));  // input_only must not touch them
+  worst = std::max(worst, dx_in.rows() == full_dx.rows() && dx_in.cols() == full_dx.cols()
+                              ? (dx_in - full_dx).cwiseAbs().maxCoeff() : std::numeric_limits<double>::infinity());
+  zero_grad(model);
+  backward_as(GradMode::params_only);
+  worst = std::max(worst, max_abs_diff(grads_of(model), full));
+  return worst;
+}
 /// One probe point of check_flow_layer: updates rep with the worst errors seen so far.
 template <class L>
 void check_flow_layer_at(L& layer, const Tensor<typename L::backend>& x, const Tensor<typename L::backend>& cond,
@@ -210,6 +242,13 @@ void check_flow_layer_at(L& layer, const Tensor<typename L::backend>& x, const T
   layer.forward(x, c0, cond, logdet::analytic);
   const HostMatrix<T> dx = to_host(layer.backward(c0, from_host<B>(r1), from_host<B>(r2)));
   const auto pg = detail::grads_of(layer);
+  // Inference pass and gradient modes against the training pass and the full backward.
+  const FlowOut<B> fi = layer.forward(x, cond, logdet::analytic);
+  rep.inference_error = std::max({rep.inference_error, max_abs_diff(fi.y, f.y), max_abs_diff(fi.logdet, f.logdet)});
+  rep.grad_mode_error = std::max(rep.grad_mode_error, grad_mode_deviation(layer, dx.template cast<double>(), pg,
+      [&](GradMode m) { return layer.backward(c0, from_host<B>(r1), from_host<B>(r2), m); }));
+  zero_grad(layer);
+  layer.backward(c0, from_host<B>(r1), from_host<B>(r2));  // the full gradients again, for the checks below
   rep.input_grad_error = std::max(rep.input_grad_error, detail::input_grad_error(x, dx, loss_at, o.fd_step));
   detail::check_param_grads(layer, pg, [&] { return loss_at(x); }, o, rep, rng);
 }
@@ -250,6 +289,9 @@ CheckReport check_module(const M& module_in, const Tensor<typename M::backend>& 
   zero_grad(m);
   const HostMatrix<T> dx = to_host(m.backward(ctx, from_host<B>(r)));
   const auto pg = detail::grads_of(m);
+  rep.inference_error = detail::max_abs_diff(m.forward(x), y);
+  rep.grad_mode_error = detail::grad_mode_deviation(m, dx.template cast<double>(), pg,
+                                                    [&](GradMode md) { return m.backward(ctx, from_host<B>(r), md); });
   rep.input_grad_error = detail::input_grad_error(x, dx, loss_at, o.fd_step);
   detail::check_param_grads(m, pg, [&] { return loss_at(x); }, o, rep, rng);
   rep.probes = 1;

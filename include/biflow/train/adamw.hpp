@@ -36,7 +36,7 @@ class AdamW {
   AdamW() = default;
   explicit AdamW(Options o) : o_(o) {}
 
-  /// One update of every parameter of model with learning rate lr, from the gradients it holds.
+  /// One update of every non-frozen parameter of model with learning rate lr, from the gradients it holds.
   template <HasParameters M>
   void step(M& model, double lr) {
     ++t_;
@@ -52,7 +52,8 @@ class AdamW {
         throw usage_error(detail::cat("AdamW.step: parameter ", i, " is '", name, "', was '", names_[i],
                                       "' at the first step; one optimiser serves one model"));
       }
-      for_each(up, p.value, p.grad, m_[i], v_[i]);
+      // A frozen parameter (requires_grad = False) is left alone: no weight decay, no moment decay.
+      if (!p.frozen) for_each(up, p.value, p.grad, m_[i], v_[i]);
       ++i;
     }, "");
   }

@@ -27,7 +27,9 @@ double nll_forward_backward(F& flow, const Tensor<typename F::backend>& x, const
                                 row_sum(zip(fn::HalfSq{}, o.y)), o.logdet);
   const double loss = double(sum(per_row)) / n;
   // d loss / dz = z / n;  d loss / d logdet = -1 / n.
-  flow.backward(ctx, zip(fn::Scale{1.0 / n}, o.y), constant<B>(x.rows(), 1, typename B::scalar(-1.0 / n)));
+  // x is data: parameter gradients only (the first layer skips its input-gradient work).
+  flow.backward(ctx, zip(fn::Scale{1.0 / n}, o.y), constant<B>(x.rows(), 1, typename B::scalar(-1.0 / n)),
+                GradMode::params_only);
   return loss;
 }
 
