@@ -42,6 +42,10 @@ constexpr const char* kUsage =
     "                              [--state-clip 0] [--no-head-norm] [--cfg 0] [--cfg-mode train|inference]\n"
     "                              [--cfg-max 3] [--ema 0.999] [--g-seed SEED]\n"
     "                              [--sample-pool 0] [--pool-fraction 0.5]\n"
+    "                              [--checkpoint G.ckpt] [--checkpoint-every 500] [--resume G.ckpt] [--stop-after N]\n"
+    "  G's training can be checkpointed (G, its heads, AdamW, EMA, counters, the batch stream; every\n"
+    "  --checkpoint-every steps and when training stops), stopped after N steps of the --steps schedule, and resumed\n"
+    "  exactly with --resume (same F: use --load-flow, or the same F flags and seed).\n"
     "  F: --blocks causal TARFlow blocks trained with noise augmentation --noise (sigma, pixel units in [-1, 1]).\n"
     "  G: --stages bidirectional transformer stages of --g-layers layers, trained with F frozen by\n"
     "     naive distillation, hidden distillation (G's stage states forced into input space) or hidden alignment\n"
@@ -107,7 +111,8 @@ int main(int argc, char** argv) try {
                    {"data", "seed", "report", "plot", "flow-steps", "blocks", "flow-layers", "width", "noise",
                     "load-flow", "save-flow", "load-g", "save-g", "steps", "batch", "lr", "g-width", "stages", "g-layers", "strategy",
                     "distance", "feature-weight", "adaptive", "denoise", "state-clip", "cfg", "cfg-mode", "cfg-max",
-                    "ema", "heads", "g-seed", "sample-pool", "pool-fraction", "save-samples", "replicates"},
+                    "ema", "heads", "g-seed", "sample-pool", "pool-fraction", "save-samples", "replicates",
+                    "checkpoint", "checkpoint-every", "resume", "stop-after"},
                    {"no-head-norm"});
   cpu::keep_heap_pages();
   const data::LabeledImages all = data::load_digits(a.str("data", BIFLOW_DATA_DIR "/digits.csv"));
@@ -197,12 +202,18 @@ int main(int argc, char** argv) try {
   auto train_classifier = [&](std::vector<long> sizes, std::uint64_t cseed) {
     Rng crng(cseed);
     MlpClassifier<B> c(std::move(sizes), crng);
-    AdamW<B> opt({0.9, 0.999, 1e-8, 0.0});
+    TrainOptions co;  // lr 3e-3 decaying in a straight line over 4000 steps, no warm-up, no clipping
+    co.lr = 3e-3;
+    co.warmup = 0;
+    co.total_steps = 4000;
+    co.linear_decay = true;
+    co.clip = 0;
+    Optimization<B> opt(co);
     HostMatrix<float> v(128, 64);
     std::vector<int> labels(128);
     for (int s = 0; s < 4000; ++s) {
       const Tensor<B> x = from_host<B>(batch_rows(crng, v, labels));
-      c.train_step(x, from_host<B>(data::one_hot<float>(labels, kClasses)), opt, 3e-3 * (1.0 - s / 4000.0));
+      c.train_step(x, from_host<B>(data::one_hot<float>(labels, kClasses)), opt);
     }
     return c;
   };
@@ -296,9 +307,22 @@ int main(int argc, char** argv) try {
     Progress progress(steps, "train G");
     HostMatrix<float> v(batch, 64);
     std::vector<int> labels(static_cast<std::size_t>(batch));
+    // Checkpoints hold everything the optimiser updates (G and the strategy's heads), its state and the batch stream.
+    auto trainable = trainer.trainable();
+    const std::string gckpt = a.str("checkpoint", "");
+    const long gevery = a.integer("checkpoint-every", gckpt.empty() ? 0 : 500);
+    const long gstop = a.has("stop-after") ? std::min(steps, a.integer("stop-after", steps)) : steps;
+    auto checkpoint = [&] {
+      save_checkpoint(gckpt, trainable, trainer, {{"data", &rng}}, {{"strategy", strategy}});
+      std::fprintf(stderr, "checkpoint: G step %ld -> %s\n", trainer.steps(), gckpt.c_str());
+    };
+    if (a.has("resume")) {
+      load_checkpoint(a.str("resume", ""), trainable, trainer, {{"data", &rng}});
+      std::printf("G: resumed %s at step %ld\n", a.str("resume", "").c_str(), trainer.steps());
+    }
     const auto t0 = std::chrono::steady_clock::now();
     double avg = 0;
-    for (long s = 0; s < steps; ++s) {
+    for (long s = trainer.steps(); s < gstop; ++s) {
       HostMatrix<float> xb = batch_rows(rng, v, labels);
       for (long i = 0; pool_n > 0 && i < batch; ++i)
         if (rng.uniform() < pool_frac) {
@@ -311,7 +335,9 @@ int main(int argc, char** argv) try {
           trainer.step(x, from_host<B>(data::class_condition(labels, kClasses, 0.1, rng)), rng);
       if (!r.skipped) avg = avg == 0 ? r.loss : 0.98 * avg + 0.02 * r.loss;
       progress.update(s + 1, avg, "(G loss)");
+      if (gevery > 0 && (s + 1) % gevery == 0 && s + 1 < gstop) checkpoint();
     }
+    if (!gckpt.empty()) checkpoint();
     g_seconds = seconds_since(t0);
     last_loss = avg;
     if (trainer.has_ema()) trainer.ema().swap(g);
@@ -433,12 +459,17 @@ int main(int argc, char** argv) try {
                 a.str("plot", "").c_str());
   }
   if (a.has("report")) {
+    // A fingerprint of G's final weights to all 17 digits: a resumed run must reproduce it exactly.
+    double g_param_sum = 0;
+    g.visit_parameters([&](const std::string&, auto& p) { g_param_sum += double(to_host(p.value).template cast<double>().sum()); }, "");
+    char gsum[40];
+    std::snprintf(gsum, sizeof gsum, "%.17g", g_param_sum);
     std::ofstream f(a.str("report", ""));
     f.precision(8);
     f << "{\n  \"strategy\": \"" << strategy << "\",\n  \"distance\": \"" << dist.label << "\",\n  \"denoise\": \""
       << denoise_mode << "\"" << examples::quality_json(table, suite, "pix", true)
       << examples::quality_json(table_clf, suite_clf, "clf", false) << ",\n  \"fd_pix_learned_over_exact\": " << fd_ratio
-      << ",\n  \"recon_mse\": " << recon_mse << ",\n  \"sample_mse_learned_vs_exact\": " << sample_mse
+      << ",\n  \"recon_mse\": " << recon_mse << ",\n  \"g_param_sum\": " << gsum << ",\n  \"sample_mse_learned_vs_exact\": " << sample_mse
       << ",\n  \"seconds_per_image_learned\": " << learned_s << ",\n  \"seconds_per_image_exact\": " << exact_s
       << ",\n  \"speedup\": " << speedup << ",\n  \"classifier_test_accuracy\": " << clf_acc
       << ",\n  \"cfg\": " << w << ",\n  \"cfg_mode\": \"" << cfg_mode << "\",\n  \"state_clip\": " << ro.state_clip

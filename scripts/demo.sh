@@ -8,6 +8,8 @@
 #                                      quality and speed against the exact inverse (~3.5 min), out/digits_biflow.*
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# OpenMP threads sleep instead of spinning when they wait (docs/performance.md: 5x on a busy 2-core machine).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 ./scripts/deps.sh
 build=${BIFLOW_BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -7,6 +7,8 @@
 # About 15 minutes per seed on a 2-core machine for all configurations, 4 for one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# OpenMP threads sleep instead of spinning when they wait (docs/performance.md: 5x on a busy 2-core machine).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 seeds=${1:-3}
 shift || true
 build=build-experiments

@@ -1,4 +1,4 @@
-// io/ml_tarflow.hpp against PyTorch: tests/data/interop/ holds a small class-conditional TARFlow written in
+// interop/ml_tarflow.hpp against PyTorch: tests/data/interop/ holds a small class-conditional TARFlow written in
 // PyTorch with the module names of Apple's public ml-tarflow (benchmarks/reference/tarflow_interop.py), its
 // weights, and inputs with the outputs PyTorch computed (float64). biflow must load the checkpoint by name and
 // reproduce z, the log-det and the exact inverse.
@@ -10,7 +10,7 @@
 
 #include "helpers.hpp"
 
-#include <biflow/io/ml_tarflow.hpp>
+#include <biflow/interop/ml_tarflow.hpp>
 
 using namespace tests;
 
@@ -36,7 +36,7 @@ double max_abs(const HostMatrix<double>& a) { return a.cwiseAbs().maxCoeff(); }
 template <class T>
 void check_against_pytorch(double tol) {
   const io::SafeTensorsFile w = io::read_safetensors(kWeights), ref = io::read_safetensors(kDir + "ml_tarflow_small_io.safetensors");
-  const TarFlowConfig cfg = io::ml_tarflow_config(w, kImage, 2);
+  const TarFlowConfig cfg = interop::ml_tarflow_config(w, kImage, 2);
   CHECK(cfg.blocks == 3);
   CHECK(cfg.layers == 2);
   CHECK(cfg.width == 16);
@@ -44,7 +44,7 @@ void check_against_pytorch(double tol) {
   CHECK(cfg.mlp_ratio == 4.0);
   Rng rng(1);
   TarFlow<Cpu<T>> flow(cfg, rng);
-  io::import_ml_tarflow(w, flow);
+  interop::import_ml_tarflow(w, flow);
 
   const long F = kImage.features(), classes = cfg.num_classes;
   const Tensor<Cpu<T>> x = tensor<T>(ref, "x", F);
@@ -108,14 +108,14 @@ TEST_CASE("the same checkpoint in a float model agrees with PyTorch to float rou
 }
 
 TEST_CASE("ml-tarflow names map to biflow names and back for every parameter of a TarFlow") {
-  CHECK(io::ml_tarflow_name("blocks.2.layers.1.attn.qkv.weight") == "blocks.2.attn_blocks.1.attention.qkv.weight");
-  CHECK(io::ml_tarflow_name("blocks.0.layers.0.attn_norm.bias") == "blocks.0.attn_blocks.0.attention.norm.bias");
-  CHECK(io::ml_tarflow_name("blocks.0.layers.3.mlp_norm.weight") == "blocks.0.attn_blocks.3.mlp.norm.weight");
-  CHECK(io::ml_tarflow_name("blocks.1.layers.0.mlp.2.bias") == "blocks.1.attn_blocks.0.mlp.main.2.bias");
-  CHECK(io::ml_tarflow_name("blocks.1.class_embed.weight") == "blocks.1.class_embed");
-  CHECK(io::ml_tarflow_name("blocks.1.pos_embed") == "blocks.1.pos_embed");
-  CHECK(io::ml_tarflow_name("blocks.1.proj_out.weight") == "blocks.1.proj_out.weight");
-  CHECK(message<usage_error>([] { io::ml_tarflow_name("net.0.weight"); }).find("not a TarFlow parameter") !=
+  CHECK(interop::ml_tarflow_name("blocks.2.layers.1.attn.qkv.weight") == "blocks.2.attn_blocks.1.attention.qkv.weight");
+  CHECK(interop::ml_tarflow_name("blocks.0.layers.0.attn_norm.bias") == "blocks.0.attn_blocks.0.attention.norm.bias");
+  CHECK(interop::ml_tarflow_name("blocks.0.layers.3.mlp_norm.weight") == "blocks.0.attn_blocks.3.mlp.norm.weight");
+  CHECK(interop::ml_tarflow_name("blocks.1.layers.0.mlp.2.bias") == "blocks.1.attn_blocks.0.mlp.main.2.bias");
+  CHECK(interop::ml_tarflow_name("blocks.1.class_embed.weight") == "blocks.1.class_embed");
+  CHECK(interop::ml_tarflow_name("blocks.1.pos_embed") == "blocks.1.pos_embed");
+  CHECK(interop::ml_tarflow_name("blocks.1.proj_out.weight") == "blocks.1.proj_out.weight");
+  CHECK(message<usage_error>([] { interop::ml_tarflow_name("net.0.weight"); }).find("not a TarFlow parameter") !=
         std::string::npos);
 }
 
@@ -123,41 +123,41 @@ TEST_CASE("a mismatching ml-tarflow checkpoint is refused, naming the tensor, an
   const io::SafeTensorsFile w = io::read_safetensors(kWeights);
   Rng rng(3);
   SUBCASE("wrong image shape for the checkpoint") {
-    CHECK(message<io_error>([&] { io::ml_tarflow_config(w, {1, 8, 8, 2}, 2); }).find("tokens hold 8 values") !=
+    CHECK(message<io_error>([&] { interop::ml_tarflow_config(w, {1, 8, 8, 2}, 2); }).find("tokens hold 8 values") !=
           std::string::npos);
-    CHECK(message<io_error>([&] { io::ml_tarflow_config(w, {2, 16, 16, 2}, 2); }).find("64 tokens") != std::string::npos);
-    CHECK(message<usage_error>([&] { io::ml_tarflow_config(w, kImage, 3); }).find("not divisible by 3 heads") !=
+    CHECK(message<io_error>([&] { interop::ml_tarflow_config(w, {2, 16, 16, 2}, 2); }).find("64 tokens") != std::string::npos);
+    CHECK(message<usage_error>([&] { interop::ml_tarflow_config(w, kImage, 3); }).find("not divisible by 3 heads") !=
           std::string::npos);
   }
   SUBCASE("a model with more layers reports the missing tensors; one with fewer the unexpected ones") {
-    TarFlowConfig c = io::ml_tarflow_config(w, kImage, 2);
+    TarFlowConfig c = interop::ml_tarflow_config(w, kImage, 2);
     c.layers = 3;
     TarFlow<Cpu<float>> deeper(c, rng);
     const HostMatrix<float> before = to_host(deeper.block(0).proj_in.weight.value);
-    const std::string e = message<io_error>([&] { io::import_ml_tarflow(w, deeper); });
+    const std::string e = message<io_error>([&] { interop::import_ml_tarflow(w, deeper); });
     CHECK(e.find("missing blocks.0.attn_blocks.2.attention.norm.weight") != std::string::npos);
     CHECK(to_host(deeper.block(0).proj_in.weight.value) == before);
     c.layers = 1;
     TarFlow<Cpu<float>> shallow(c, rng);
-    CHECK(message<io_error>([&] { io::import_ml_tarflow(w, shallow); }).find("unexpected blocks.0.attn_blocks.1.") !=
+    CHECK(message<io_error>([&] { interop::import_ml_tarflow(w, shallow); }).find("unexpected blocks.0.attn_blocks.1.") !=
           std::string::npos);
   }
   SUBCASE("a wrong class count is a shape error naming class_embed") {
-    TarFlowConfig c = io::ml_tarflow_config(w, kImage, 2);
+    TarFlowConfig c = interop::ml_tarflow_config(w, kImage, 2);
     c.num_classes = 5;
     TarFlow<Cpu<float>> m(c, rng);
-    CHECK(message<io_error>([&] { io::import_ml_tarflow(w, m); }).find("wrong shape blocks.0.class_embed (file [3,1,16]") !=
+    CHECK(message<io_error>([&] { interop::import_ml_tarflow(w, m); }).find("wrong shape blocks.0.class_embed (file [3,1,16]") !=
           std::string::npos);
   }
   SUBCASE("settings ml-tarflow does not have are usage errors") {
-    TarFlowConfig c = io::ml_tarflow_config(w, kImage, 2);
+    TarFlowConfig c = interop::ml_tarflow_config(w, kImage, 2);
     c.alpha_clamp = 4;
     TarFlow<Cpu<float>> clamped(c, rng);
-    CHECK(message<usage_error>([&] { io::import_ml_tarflow(w, clamped); }).find("no soft clamp") != std::string::npos);
+    CHECK(message<usage_error>([&] { interop::import_ml_tarflow(w, clamped); }).find("no soft clamp") != std::string::npos);
     c.alpha_clamp = 0;
     c.image.order = PatchOrder::channel_last;
     TarFlow<Cpu<float>> last(c, rng);
-    CHECK(message<usage_error>([&] { io::import_ml_tarflow(w, last); }).find("channel-major") != std::string::npos);
+    CHECK(message<usage_error>([&] { interop::import_ml_tarflow(w, last); }).find("channel-major") != std::string::npos);
   }
   SUBCASE("a DDP prefix is accepted when given and reported when not") {
     const std::string path = edited_copy("prefixed", [](std::string& h) {
@@ -165,9 +165,9 @@ TEST_CASE("a mismatching ml-tarflow checkpoint is refused, naming the tensor, an
       replace_all(h, "\"var\"", "\"module.var\"");
     });
     const io::SafeTensorsFile p = io::read_safetensors(path);
-    CHECK(message<io_error>([&] { io::ml_tarflow_config(p, kImage, 2); }).find("need a prefix") != std::string::npos);
-    TarFlow<Cpu<double>> m(io::ml_tarflow_config(p, kImage, 2, "module."), rng);
-    io::import_ml_tarflow(p, m, "module.");
+    CHECK(message<io_error>([&] { interop::ml_tarflow_config(p, kImage, 2); }).find("need a prefix") != std::string::npos);
+    TarFlow<Cpu<double>> m(interop::ml_tarflow_config(p, kImage, 2, "module."), rng);
+    interop::import_ml_tarflow(p, m, "module.");
     std::filesystem::remove(path);
   }
 }
@@ -187,8 +187,8 @@ TEST_CASE("a checkpoint with NaN weights is refused, naming the tensor and the i
   }
   Rng rng(2);
   const io::SafeTensorsFile bad = io::read_safetensors(path);
-  TarFlow<Cpu<float>> m(io::ml_tarflow_config(bad, kImage, 2), rng);
-  CHECK(message<io_error>([&] { io::import_ml_tarflow(bad, m); }).find("non-finite value in blocks.0.pos_embed at flat index 5") !=
+  TarFlow<Cpu<float>> m(interop::ml_tarflow_config(bad, kImage, 2), rng);
+  CHECK(message<io_error>([&] { interop::import_ml_tarflow(bad, m); }).find("non-finite value in blocks.0.pos_embed at flat index 5") !=
         std::string::npos);
   std::filesystem::remove(path);
 }

@@ -105,7 +105,7 @@ TEST_CASE("safetensors loader names the problem: truncation, bad JSON, offsets, 
             R"("data_offsets":[4,8]}})",
             std::string(8, '\0'))
             .find("overlap") != std::string::npos);
-  CHECK(err(R"({"a":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}})", std::string(8, '\0')).find("dtype I64") !=
+  CHECK(err(R"({"a":{"dtype":"I16","shape":[1],"data_offsets":[0,2]}})", std::string(2, '\0')).find("dtype I16") !=
         std::string::npos);
   {
     std::ofstream f(path, std::ios::binary);
@@ -351,12 +351,15 @@ TEST_CASE("resuming from a checkpoint reproduces the uninterrupted run bit for b
   std::remove(path.c_str());
 }
 
-TEST_CASE("killing a training run at random moments, also mid-checkpoint-write, never leaves an unreadable checkpoint") {
+TEST_CASE("killing a training run at random moments, also mid-checkpoint-write, never leaves an unreadable checkpoint "
+          "(F by maximum likelihood, and G against a frozen F)") {
+  for (const std::string mode : {"flow", "reverse"}) {
+  CAPTURE(mode);
   // tests/checkpoint_writer.cpp resumes from the checkpoint, then trains and checkpoints after every step,
   // printing 'S' as a write starts and 'D' when it is done. Even rounds SIGKILL it at a random moment; odd rounds
   // wait for a write to start and kill it 0-0.3 ms later, inside the write. After every kill the checkpoint on
   // disk must load completely, and the run must never go back.
-  const std::string path = temp_file("killed.ckpt");
+  const std::string path = temp_file("killed_" + mode + ".ckpt");
   std::remove(path.c_str());
   std::remove((path + ".tmp").c_str());
   std::mt19937 gen(20261124);
@@ -370,7 +373,10 @@ TEST_CASE("killing a training run at random moments, also mid-checkpoint-write, 
       dup2(fds[1], 1);
       close(fds[0]);
       close(fds[1]);
-      execl(BIFLOW_CHECKPOINT_WRITER, BIFLOW_CHECKPOINT_WRITER, path.c_str(), static_cast<char*>(nullptr));
+      if (mode == "reverse")
+        execl(BIFLOW_CHECKPOINT_WRITER, BIFLOW_CHECKPOINT_WRITER, path.c_str(), "reverse", static_cast<char*>(nullptr));
+      else
+        execl(BIFLOW_CHECKPOINT_WRITER, BIFLOW_CHECKPOINT_WRITER, path.c_str(), static_cast<char*>(nullptr));
       _exit(127);
     }
     close(fds[1]);
@@ -393,14 +399,27 @@ TEST_CASE("killing a training run at random moments, also mid-checkpoint-write, 
          WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
     CHECK(WIFSIGNALED(status));  // still running when killed: it loaded the previous round's checkpoint
     if (!std::filesystem::exists(path)) continue;  // killed before its first checkpoint
-    Rng init(99);
+    Rng init(1);  // F as the writer built it (its buffers must match)
     TarFlow<Cpu<float>> flow(checkpoint_writer_config(), init);
-    MleTrainer<TarFlow<Cpu<float>>> trainer(flow, TrainOptions{});
     Rng data(0);
-    const auto config = load_checkpoint(path, flow, trainer, {{"data", &data}});
-    CHECK(config.at("writer") == "checkpoint_writer");
-    CHECK(trainer.steps() >= last_step);  // progress is never lost
-    last_step = trainer.steps();
+    long steps = 0;
+    if (mode == "reverse") {
+      const ReverseConfig rc = checkpoint_writer_reverse_config();
+      ReverseModel<Cpu<float>> g(rc, init);
+      HiddenAlignment<Cpu<float>> heads(rc, init);
+      ReverseTrainer<TarFlow<Cpu<float>>, ReverseModel<Cpu<float>>, HiddenAlignment<Cpu<float>>> trainer(
+          flow, g, heads, ReverseTrainOptions{});
+      const auto config = load_checkpoint(path, trainer.trainable(), trainer, {{"data", &data}});
+      CHECK(config.at("writer") == "checkpoint_writer reverse");
+      steps = trainer.steps();
+    } else {
+      MleTrainer<TarFlow<Cpu<float>>> trainer(flow, TrainOptions{});
+      const auto config = load_checkpoint(path, flow, trainer, {{"data", &data}});
+      CHECK(config.at("writer") == "checkpoint_writer");
+      steps = trainer.steps();
+    }
+    CHECK(steps >= last_step);  // progress is never lost
+    last_step = steps;
     ++loads;
   }
   MESSAGE("12 kills, ", mid_write, " inside a checkpoint write; the checkpoint loaded ", loads,
@@ -410,6 +429,7 @@ TEST_CASE("killing a training run at random moments, also mid-checkpoint-write, 
   CHECK(last_step > 0);
   std::remove(path.c_str());
   std::remove((path + ".tmp").c_str());
+  }
 }
 
 TEST_CASE("a checkpoint of another model or a plain weights file is refused, naming why, and changes nothing") {
@@ -425,5 +445,84 @@ TEST_CASE("a checkpoint of another model or a plain weights file is refused, nam
   CHECK(message<io_error>([&] { load_checkpoint(path, f, t); }).find("no tensor 'model.0.net.0.weight'") !=
         std::string::npos);
   CHECK(params_of(f) == before);
+  std::remove(path.c_str());
+}
+
+namespace {
+using PermFlow = Sequential<Permutation<Cpu<double>>, AffineCoupling<Cpu<double>>, ActNorm<Cpu<double>>>;
+PermFlow perm_flow(std::uint64_t seed) {
+  Rng r(seed);
+  auto c = make_coupling<Cpu<double>>(masks::half(5, 0), {8}, r);
+  randomize(c, 3);  // the same weights whatever the seed: only the permutation differs
+  return PermFlow(Permutation<Cpu<double>>::random(5, r), std::move(c), ActNorm<Cpu<double>>(5));
+}
+}  // namespace
+
+TEST_CASE("buffers are saved with the flow: a random permutation reloaded into a flow built with another seed is "
+          "refused naming the buffer, and BufferLoad::take restores the density") {
+  const std::string path = temp_file("perm.safetensors");
+  const auto x = randn<Cpu<double>>(6, 5, 9);
+  PermFlow a = perm_flow(1);
+  layer<2>(a).data_init(layer<1>(a).forward(layer<0>(a).forward(x).y).y);
+  io::save_safetensors(path, a);
+  const auto f = io::read_safetensors(path);
+  CHECK(f.header.tensors.at("0.permutation").dtype == "I64");
+  CHECK(f.header.tensors.at("1.mask").dtype == "F64");
+  CHECK(f.header.tensors.at("2.initialized").dtype == "BOOL");
+  PermFlow b = perm_flow(2);
+  const auto perm_b = layer<0>(b).indices();
+  REQUIRE(perm_b != layer<0>(a).indices());
+  const std::string msg = message<io_error>([&] { io::load_safetensors(path, b); });
+  CHECK(msg.find("0.permutation (buffer differs") != std::string::npos);
+  CHECK(msg.find("another seed") != std::string::npos);
+  CHECK(layer<0>(b).indices() == perm_b);  // refused: nothing changed
+  CHECK_FALSE(layer<2>(b).initialized());
+  io::load_safetensors(path, b, io::BufferLoad::take);
+  CHECK(layer<0>(b).indices() == layer<0>(a).indices());
+  CHECK(layer<2>(b).initialized());  // state buffers always load
+  CHECK(to_host(log_prob(b, x)) == to_host(log_prob(a, x)));
+  // A flow built with the same seed loads under the default check.
+  PermFlow c = perm_flow(1);
+  io::load_safetensors(path, c);
+  CHECK(to_host(log_prob(c, x)) == to_host(log_prob(a, x)));
+  // A 0.2-style file without buffers is refused, naming the missing ones.
+  std::vector<io::TensorBlob> params;
+  a.visit_parameters([&](const std::string& n, auto& p) { params.push_back(io::blob(n, to_host(p.value))); }, "");
+  io::write_safetensors(path, params);
+  const std::string old = message<io_error>([&] { io::load_safetensors(path, c); });
+  CHECK(old.find("missing: 0.permutation (buffer), 1.mask (buffer), 2.initialized (buffer)") != std::string::npos);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("checkpoints carry buffers: resuming into a flow with another permutation is refused, naming it") {
+  const std::string path = temp_file("perm.ckpt");
+  PermFlow a = perm_flow(1), b = perm_flow(2);
+  TrainOptions o;
+  o.verbose = false;
+  MleTrainer<PermFlow> ta(a, o), tb(b, o);
+  save_checkpoint(path, a, ta);
+  CHECK(io::read_safetensors(path).has("model.0.permutation"));
+  const std::string msg = message<io_error>([&] { load_checkpoint(path, b, tb); });
+  CHECK(msg.find("model.0.permutation (buffer differs") != std::string::npos);
+  PermFlow c = perm_flow(1);
+  MleTrainer<PermFlow> tc(c, o);
+  load_checkpoint(path, c, tc);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("TarFlow's buffers are its patchify permutation and each block's token order") {
+  auto m = small_model(1);
+  std::vector<std::string> names;
+  visit_buffers_of(m, [&](const std::string& n, const Buffer&) { names.push_back(n); }, "");
+  CHECK(names == std::vector<std::string>{"patchify.permutation", "blocks.0.order", "blocks.1.order"});
+  // A loaded order is installed through set_order: a reversed block 0 changes the density.
+  const std::string path = temp_file("order.safetensors");
+  auto r = small_model(1);
+  r.block(0).set_order(TarBlock<Cpu<float>>::reversed_order(r.config().image.tokens()));
+  io::save_safetensors(path, r);
+  CHECK(message<io_error>([&] { io::load_safetensors(path, m); }).find("blocks.0.order (buffer differs") !=
+        std::string::npos);
+  io::load_safetensors(path, m, io::BufferLoad::take);
+  CHECK(m.block(0).order() == r.block(0).order());
   std::remove(path.c_str());
 }

@@ -587,7 +587,11 @@ TEST_CASE("softmax cross-entropy: value and gradient match finite differences") 
 TEST_CASE("MlpClassifier learns separable classes and its features are the penultimate activations") {
   Rng rng(2);
   MlpClassifier<D> clf({2, 16, 8, 2}, rng);
-  AdamW<D> opt;
+  TrainOptions o;
+  o.lr = 1e-2;
+  o.warmup = 0;
+  o.total_steps = 1000000;  // ~constant learning rate over 200 steps
+  Optimization<D> opt(o);
   std::vector<int> labels;
   HostMatrix<double> x(200, 2);
   for (int i = 0; i < 200; ++i) {
@@ -596,7 +600,7 @@ TEST_CASE("MlpClassifier learns separable classes and its features are the penul
     x(i, 1) = 0.3 * rng.normal();
   }
   const Tensor<D> xt = from_host<D>(x), yt = cond_rows(labels, 2);
-  for (int s = 0; s < 200; ++s) clf.train_step(xt, yt, opt, 1e-2);
+  for (int s = 0; s < 200; ++s) clf.train_step(xt, yt, opt);
   CHECK(clf.accuracy(xt, labels) > 0.95);
   CHECK(clf.feature_rows(xt).cols() == 8);
   CHECK(to_host(clf.feature_rows(xt)).minCoeff() >= 0.0);

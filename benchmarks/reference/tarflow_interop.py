@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generates tests/data/interop/: a small class-conditional TARFlow written in PyTorch with the module names of
 Apple's public PyTorch TARFlow (ml-tarflow), its weights as a safetensors checkpoint, and inputs + expected
-outputs that tests/test_interop.cpp checks biflow against (io::import_ml_tarflow, docs/interop.md).
+outputs that tests/test_interop.cpp checks biflow against (interop::import_ml_tarflow, docs/interop.md).
 
 The model follows the published architecture (Zhai et al. 2024), written here from the paper, not copied:
   tokens   = unfold(image, patch) -> (L, C·p·p), values [c][py][px] inside a token, tokens in raster order

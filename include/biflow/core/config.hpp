@@ -12,6 +12,13 @@
 #else
 #define BIFLOW_HOST_DEVICE
 #endif
+// 1 while compiling device code (nvcc's device pass), 0 otherwise: the one place biflow tests __CUDA_ARCH__, so
+// host-only fast paths in shared functors read `#if !BIFLOW_DEVICE_COMPILE`.
+#if defined(__CUDA_ARCH__)
+#define BIFLOW_DEVICE_COMPILE 1
+#else
+#define BIFLOW_DEVICE_COMPILE 0
+#endif
 
 // Tells the compiler a loop's iterations are independent (outputs never alias inputs at another index),
 // so elementwise loops vectorise.

@@ -8,7 +8,7 @@
 #include "../nn/activation.hpp"
 #include "../nn/linear.hpp"
 #include "../nn/mlp.hpp"
-#include "../train/adamw.hpp"
+#include "../train/optimization.hpp"
 #include "../train/cross_entropy.hpp"
 
 namespace biflow {
@@ -60,8 +60,9 @@ class MlpClassifier {
 
   Tensor<B> logits(const Tensor<B>& x) const { return head.forward(features.forward(x)); }
   Tensor<B> feature_rows(const Tensor<B>& x) const { return features.forward(x); }
-  /// One AdamW step of softmax cross-entropy on (x, one-hot targets); returns the loss.
-  double train_step(const Tensor<B>& x, const Tensor<B>& targets, AdamW<B>& opt, double lr) {
+  /// One step of softmax cross-entropy on (x, one-hot targets) with the shared optimiser step (clipping, NaN guard,
+  /// schedule, AdamW, EMA as `opt`'s options say); returns the loss.
+  double train_step(const Tensor<B>& x, const Tensor<B>& targets, Optimization<B>& opt) {
     typename MlpFeatures<B>::Context cf;
     typename Linear<B>::Context cl;
     zero_grad(*this);
@@ -69,7 +70,7 @@ class MlpClassifier {
     Tensor<B> d;
     const double loss = softmax_cross_entropy(lg, targets, d);
     features.backward(cf, head.backward(cl, d), GradMode::params_only);  // x is data: no dx
-    opt.step(*this, lr);
+    opt.step(*this, loss);
     return loss;
   }
   /// Arg-max class of every row.

@@ -88,6 +88,11 @@ class ActNorm : public FlowLayerBase<ActNorm<B>, B> {
     v(join_name(prefix, "loc"), loc);
     v(join_name(prefix, "log_scale"), log_scale);
   }
+  /// Whether data_init ran is state (a loaded ActNorm must not be re-initialised): "initialized", a flag.
+  template <class V>
+  void visit_buffers(V&& v, const std::string& prefix) {
+    v(join_name(prefix, "initialized"), flag_buffer(initialized_, [this](bool b) { initialized_ = b; }));
+  }
   Parameter<B> loc, log_scale;
 
  private:

@@ -135,6 +135,10 @@ class MaskedAutoregressive : public FlowLayerBase<MaskedAutoregressive<B, Act>, 
   void visit_parameters(V&& v, const std::string& prefix) {
     net.visit_parameters(v, join_name(prefix, "net"));
   }
+  template <class V>
+  void visit_buffers(V&& v, const std::string& prefix) {
+    net.visit_buffers(v, join_name(prefix, "net"));
+  }
 
   Net net;
 

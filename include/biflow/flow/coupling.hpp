@@ -97,6 +97,23 @@ class AffineCoupling : public FlowLayerBase<AffineCoupling<B, Net>, B> {
   void visit_parameters(V&& v, const std::string& prefix) {
     net.visit_parameters(v, join_name(prefix, "net"));
   }
+  /// "mask" (1 = kept, [D]) and the conditioner's buffers.
+  template <class V>
+  void visit_buffers(V&& v, const std::string& prefix) {
+    v(join_name(prefix, "mask"), tensor_buffer(mask_, [this](Tensor<B> m) {
+        const HostMatrix<T> h = to_host(m);
+        std::vector<int> mk;
+        for (long i = 0; i < h.size(); ++i) {
+          if (h.data()[i] != T(0) && h.data()[i] != T(1))
+            throw usage_error(detail::cat("AffineCoupling: mask entry ", i, " is ", h.data()[i], ", expected 0 or 1"));
+          mk.push_back(int(h.data()[i]));
+        }
+        masks::validate(mk, d_);
+        mask_ = std::move(m);
+        inv_mask_ = zip(fn::OneMinus{}, mask_);
+      }));
+    visit_buffers_of(net, v, join_name(prefix, "net"));
+  }
 
   Net net;
 

@@ -11,7 +11,7 @@
 #include <concepts>
 #include <string>
 
-#include "../core/parameter.hpp"
+#include "../nn/parameter.hpp"
 #include "logdet.hpp"
 
 namespace biflow {

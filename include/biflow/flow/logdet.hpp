@@ -4,13 +4,12 @@
 //   logdet::None       - not computed (sampling-only paths; FlowOut::logdet is left empty)
 //   logdet::BruteForce - the full Jacobian built column by column from backward, then its slogdet
 //                        (verification only: O(D) backward passes and an O(D^3) determinant per sample)
-#include "../core/config.hpp"  // before Eigen
-#include <Eigen/LU>
 #include <cmath>
 #include <type_traits>
 
+#include "../backend/host_linalg.hpp"
 #include "../backend/ops.hpp"
-#include "../core/parameter.hpp"  // GradMode
+#include "../nn/parameter.hpp"  // GradMode
 
 namespace biflow {
 namespace logdet {
@@ -39,21 +38,8 @@ struct FlowOut {
   Tensor<B> logdet;
 };
 
-/// log|det| of each sample's Jacobian, rows given as the per-sample matrices J[b] (D x D) stacked:
-/// jac is (rows*D) x D on the host. Returns rows x 1 on the host.
-template <class T>
-HostMatrix<T> slogdet_rows(const HostMatrix<T>& jac, long rows, long d) {
-  HostMatrix<T> out(rows, 1);
-  for (long b = 0; b < rows; ++b) {
-    Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic> J = jac.block(b * d, 0, d, d).template cast<double>();
-    Eigen::FullPivLU<Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic>> lu(J);
-    const auto& m = lu.matrixLU();
-    double s = 0;
-    for (long i = 0; i < d; ++i) s += std::log(std::abs(m(i, i)));
-    out(b, 0) = static_cast<T>(s);
-  }
-  return out;
-}
+/// log|det| of each sample's Jacobian (stacked (rows·d) x d on the host): backend/host_linalg.hpp.
+using linalg::slogdet_rows;
 
 /// Per-sample Jacobians ∂y/∂x of a flow layer at x, via D input-only backward passes (the layer is untouched).
 /// (rows*D) x D on host.

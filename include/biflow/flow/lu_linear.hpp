@@ -1,9 +1,7 @@
 #pragma once
 // Learned invertible linear map with LU parameterisation (Glow): y = x Wᵀ, W = P L (U + diag(sign·exp(log_s))).
 // P fixed, L unit lower triangular, U strictly upper; log-det = Σ log_s, O(D) instead of O(D³).
-#include "../core/config.hpp"  // before Eigen
-#include <Eigen/Dense>
-
+#include "../backend/host_linalg.hpp"
 #include "flow_layer.hpp"
 
 namespace biflow {
@@ -34,13 +32,12 @@ class LULinear : public FlowLayerBase<LULinear<B>, B> {
   /// Initialised as a random rotation (QR of a Gaussian matrix drawn from rng), then LU-factorised.
   LULinear(long d, Rng& rng) : d_(d) {
     if (d <= 0) throw usage_error(detail::cat("LULinear: features must be positive, got ", d));
-    Eigen::MatrixXd g(d, d);
+    HostMatrix<double> g(d, d);
     for (long i = 0; i < d; ++i)
       for (long j = 0; j < d; ++j) g(i, j) = rng.normal();
-    const Eigen::MatrixXd q = Eigen::HouseholderQR<Eigen::MatrixXd>(g).householderQ();
-    Eigen::PartialPivLU<Eigen::MatrixXd> lu(q);  // P q = L U  =>  q = Pᵀ L U
-    const Eigen::MatrixXd lu_m = lu.matrixLU();
-    const Eigen::MatrixXd pt = lu.permutationP().transpose().toDenseMatrix().cast<double>();
+    const linalg::RotationLU r = linalg::rotation_lu(g);
+    const HostMatrix<double>& lu_m = r.lu;
+    const HostMatrix<double>& pt = r.perm;
     HostMatrix<T> lower = HostMatrix<T>::Zero(d, d), upper = HostMatrix<T>::Zero(d, d), ml = lower, mu = lower,
                   eye = HostMatrix<T>::Identity(d, d), p = pt.cast<T>(), ls(1, d), sg(1, d);
     for (long i = 0; i < d; ++i)
@@ -110,6 +107,12 @@ class LULinear : public FlowLayerBase<LULinear<B>, B> {
     v(join_name(prefix, "log_scale"), log_scale);
   }
 
+  /// The fixed permutation matrix P and the signs of U's diagonal are state: "perm" (D x D), "sign" ([D]).
+  template <class V>
+  void visit_buffers(V&& v, const std::string& prefix) {
+    v(join_name(prefix, "perm"), tensor_buffer(perm_, [this](Tensor<B> p) { perm_ = std::move(p); }));
+    v(join_name(prefix, "sign"), tensor_buffer(sign_, [this](Tensor<B> s) { sign_ = std::move(s); }));
+  }
   Parameter<B> lower, upper, log_scale;
 
  private:

@@ -60,6 +60,15 @@ class Permutation : public FlowLayerBase<Permutation<B>, B> {
   }
   template <class V>
   void visit_parameters(V&&, const std::string&) {}
+  /// The permutation is state: saved and checked on load ("permutation", I64 [D]).
+  template <class V>
+  void visit_buffers(V&& v, const std::string& prefix) {
+    v(join_name(prefix, "permutation"), index_buffer(perm_, [this](std::vector<std::int32_t> p) {
+        if (long(p.size()) != features())
+          throw usage_error(detail::cat("Permutation: ", p.size(), " entries for ", features(), " features"));
+        *this = Permutation(std::move(p));
+      }));
+  }
 
  private:
   std::vector<std::int32_t> perm_;

@@ -117,6 +117,12 @@ class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_e
       (std::get<I>(layers_).visit_parameters(v, join_name(prefix, std::to_string(I))), ...);
     }(std::index_sequence_for<Ls...>{});
   }
+  template <class V>
+  void visit_buffers(V&& v, const std::string& prefix) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (visit_buffers_of(std::get<I>(layers_), v, join_name(prefix, std::to_string(I))), ...);
+    }(std::index_sequence_for<Ls...>{});
+  }
 
  private:
   template <class L>
@@ -241,6 +247,10 @@ class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
   template <class V>
   void visit_parameters(V&& v, const std::string& prefix) {
     for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i].visit_parameters(v, join_name(prefix, std::to_string(i)));
+  }
+  template <class V>
+  void visit_buffers(V&& v, const std::string& prefix) {
+    for (std::size_t i = 0; i < blocks_.size(); ++i) visit_buffers_of(blocks_[i], v, join_name(prefix, std::to_string(i)));
   }
 
  private:

@@ -76,37 +76,12 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
 
   TarBlock() = default;
   /// order[s] = token placed at sequence position s (identity_order / reversed_order or any permutation).
-  TarBlock(const Config& c, std::vector<std::int32_t> order, Rng& rng) : cfg_(c), order_(std::move(order)) {
+  TarBlock(const Config& c, std::vector<std::int32_t> order, Rng& rng) : cfg_(c) {
     if (c.tokens <= 0 || c.token_dim <= 0)
       throw usage_error(detail::cat("TarBlock: tokens and token_dim must be positive, got ", c.tokens, " and ",
                                     c.token_dim));
-    if (long(order_.size()) != c.tokens)
-      throw usage_error(detail::cat("TarBlock: the token order has ", order_.size(), " entries, expected ", c.tokens));
+    set_order(std::move(order));
     const long Tn = c.tokens, D = c.token_dim, W = c.width;
-    std::vector<std::int32_t> inv(order_.size(), -1);
-    for (long s = 0; s < Tn; ++s) {
-      const auto t = order_[std::size_t(s)];
-      if (t < 0 || t >= Tn || inv[std::size_t(t)] != -1)
-        throw usage_error(detail::cat("TarBlock: token order entry ", s, " = ", t,
-                                      " is out of range or repeated; expected a permutation of 0..", Tn - 1));
-      inv[std::size_t(t)] = std::int32_t(s);
-    }
-    std::vector<std::int32_t> fwd(std::size_t(Tn * D)), bwd(std::size_t(Tn * D)), pf(std::size_t(Tn * W)),
-        pb(std::size_t(Tn * W));
-    for (long s = 0; s < Tn; ++s) {
-      for (long e = 0; e < D; ++e) {
-        fwd[std::size_t(s * D + e)] = std::int32_t(order_[std::size_t(s)] * D + e);
-        bwd[std::size_t(s * D + e)] = std::int32_t(inv[std::size_t(s)] * D + e);
-      }
-      for (long w = 0; w < W; ++w) {
-        pf[std::size_t(s * W + w)] = std::int32_t(order_[std::size_t(s)] * W + w);
-        pb[std::size_t(s * W + w)] = std::int32_t(inv[std::size_t(s)] * W + w);
-      }
-    }
-    fwd_ = make_indices<B>(fwd);
-    inv_ = make_indices<B>(bwd);
-    pos_fwd_ = make_indices<B>(pf);
-    pos_inv_ = make_indices<B>(pb);
     proj_in = Linear<B>(D, W, rng);
     Tensor<B> pos(Tn, W, uninit);
     fill_normal(pos, rng, T(0), T(0.02));
@@ -131,6 +106,42 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
   long cond_features() const { return cfg_.cond_features; }
   const Config& config() const { return cfg_; }
   const std::vector<std::int32_t>& order() const { return order_; }
+  /// order[s] = token at sequence position s; rebuilds the gathers (and is how a loaded order is installed).
+  void set_order(std::vector<std::int32_t> order) {
+    const long Tn = cfg_.tokens, D = cfg_.token_dim, W = cfg_.width;
+    if (long(order.size()) != Tn)
+      throw usage_error(detail::cat("TarBlock: the token order has ", order.size(), " entries, expected ", Tn));
+    std::vector<std::int32_t> inv(order.size(), -1);
+    for (long s = 0; s < Tn; ++s) {
+      const auto t = order[std::size_t(s)];
+      if (t < 0 || t >= Tn || inv[std::size_t(t)] != -1)
+        throw usage_error(detail::cat("TarBlock: token order entry ", s, " = ", t,
+                                      " is out of range or repeated; expected a permutation of 0..", Tn - 1));
+      inv[std::size_t(t)] = std::int32_t(s);
+    }
+    std::vector<std::int32_t> fwd(std::size_t(Tn * D)), bwd(std::size_t(Tn * D)), pf(std::size_t(Tn * W)),
+        pb(std::size_t(Tn * W));
+    for (long s = 0; s < Tn; ++s) {
+      for (long e = 0; e < D; ++e) {
+        fwd[std::size_t(s * D + e)] = std::int32_t(order[std::size_t(s)] * D + e);
+        bwd[std::size_t(s * D + e)] = std::int32_t(inv[std::size_t(s)] * D + e);
+      }
+      for (long w = 0; w < W; ++w) {
+        pf[std::size_t(s * W + w)] = std::int32_t(order[std::size_t(s)] * W + w);
+        pb[std::size_t(s * W + w)] = std::int32_t(inv[std::size_t(s)] * W + w);
+      }
+    }
+    order_ = std::move(order);
+    fwd_ = make_indices<B>(fwd);
+    inv_ = make_indices<B>(bwd);
+    pos_fwd_ = make_indices<B>(pf);
+    pos_inv_ = make_indices<B>(pb);
+  }
+  /// The token order is state: "order" (I64 [T]).
+  template <class V>
+  void visit_buffers(V&& v, const std::string& prefix) {
+    v(join_name(prefix, "order"), index_buffer(order_, [this](std::vector<std::int32_t> o) { set_order(std::move(o)); }));
+  }
 
   FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
     const Tensor<B> xs = gather_cols(x, fwd_);

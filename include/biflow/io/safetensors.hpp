@@ -19,7 +19,8 @@
 #include <string_view>
 #include <vector>
 
-#include "../core/parameter.hpp"
+#include "../backend/ops.hpp"
+#include "../core/buffer.hpp"
 #include "atomic_file.hpp"
 
 namespace biflow::io {
@@ -168,9 +169,10 @@ class Parser {
 };
 
 inline std::size_t dtype_size(const std::string& d) {
-  if (d == "F32") return 4;
-  if (d == "F64") return 8;
+  if (d == "F32" || d == "I32") return 4;
+  if (d == "F64" || d == "I64") return 8;
   if (d == "F16" || d == "BF16") return 2;
+  if (d == "BOOL" || d == "U8") return 1;
   return 0;
 }
 inline float half_to_float(std::uint16_t h) {
@@ -223,6 +225,16 @@ struct SafeTensorsFile {
         double d;
         std::memcpy(&d, p + 8 * i, 8);
         v[i] = T(d);
+      } else if (e.dtype == "I64") {
+        std::int64_t d;
+        std::memcpy(&d, p + 8 * i, 8);
+        v[i] = T(d);
+      } else if (e.dtype == "I32") {
+        std::int32_t d;
+        std::memcpy(&d, p + 4 * i, 4);
+        v[i] = T(d);
+      } else if (e.dtype == "BOOL" || e.dtype == "U8") {
+        v[i] = T(static_cast<unsigned char>(p[i]));
       } else {
         std::uint16_t h;
         std::memcpy(&h, p + 2 * i, 2);
@@ -261,7 +273,7 @@ inline void check_ranges(const SafeTensorsFile& out) {
     const std::size_t es = dtype_size(e.dtype);
     if (es == 0)
       throw io_error(detail::cat("safetensors '", path, "': tensor '", name, "' has dtype ", e.dtype,
-                                 "; biflow reads F32, F64, F16 and BF16"));
+                                 "; biflow reads F32, F64, F16, BF16, I64, I32, BOOL and U8"));
     std::uint64_t count = 1;
     for (long d : e.shape) {
       if (d < 0 || (d > 0 && count > UINT64_MAX / std::uint64_t(d)))
@@ -366,21 +378,92 @@ inline void write_safetensors(const std::string& path, const std::vector<TensorB
   });
 }
 
-/// Writes every parameter of m (visit order, PyTorch-style names; F32 for float models, F64 for double) plus
-/// string metadata, atomically.
+/// A buffer as a blob: I64 for index buffers, F64 for real ones, BOOL for flags.
+inline TensorBlob buffer_blob(std::string name, const Buffer& b) {
+  TensorBlob t{std::move(name), "F64", b.shape, {}};
+  switch (b.kind) {
+    case Buffer::Kind::index: {
+      t.dtype = "I64";
+      for (double x : b.values) {
+        const auto i = static_cast<std::int64_t>(x);
+        const char* c = reinterpret_cast<const char*>(&i);
+        t.bytes.insert(t.bytes.end(), c, c + 8);
+      }
+      break;
+    }
+    case Buffer::Kind::flag:
+      t.dtype = "BOOL";
+      for (double x : b.values) t.bytes.push_back(x != 0.0 ? 1 : 0);
+      break;
+    case Buffer::Kind::real: {
+      const char* c = reinterpret_cast<const char*>(b.values.data());
+      t.bytes.assign(c, c + b.values.size() * sizeof(double));
+      break;
+    }
+  }
+  return t;
+}
+
+/// What loading does with a structural buffer (a permutation, an order, a mask) whose saved values differ from
+/// the model's: `check` refuses (the model was built differently — another seed?), `take` installs the file's.
+enum class BufferLoad { check, take };
+
+namespace st_detail {
+inline std::string join_names(const std::vector<std::string>& v) {
+  std::string s;
+  for (std::size_t i = 0; i < v.size() && i < 8; ++i) s += (i ? ", " : "") + v[i];
+  if (v.size() > 8) s += detail::cat(", ... (", v.size(), " in all)");
+  return s;
+}
+inline std::string preview(const std::vector<double>& v) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < v.size() && i < 6; ++i) s += (i ? "," : "") + detail::cat(v[i]);
+  return s + (v.size() > 6 ? ",...]" : "]");
+}
+/// Checks every buffer of m against file tensors named prefix + name; appends problems to missing / bad and
+/// returns (assign, values) pairs to run once everything has been validated. `used` marks the tensors read.
+template <class M>
+std::vector<std::pair<std::function<void(const std::vector<double>&)>, std::vector<double>>> stage_buffers(
+    const SafeTensorsFile& f, M& m, const std::string& prefix, BufferLoad policy, std::vector<std::string>& missing,
+    std::vector<std::string>& bad, std::map<std::string, bool>* used) {
+  std::vector<std::pair<std::function<void(const std::vector<double>&)>, std::vector<double>>> out;
+  visit_buffers_of(m, [&](const std::string& name, const Buffer& b) {
+    const std::string key = prefix + name;
+    const auto it = f.header.tensors.find(key);
+    if (it == f.header.tensors.end()) return missing.push_back(key + " (buffer)");
+    if (used) (*used)[key] = true;
+    long n = 1;
+    for (long d : it->second.shape) n *= d;
+    if (long(b.values.size()) != n)
+      return bad.push_back(detail::cat(key, " (buffer: file holds ", n, " values, the model ", b.values.size(), ")"));
+    std::vector<double> vals = f.template values<double>(key);
+    if (b.structural && vals != b.values && policy == BufferLoad::check)
+      return bad.push_back(detail::cat(key, " (buffer differs: file ", preview(vals), ", model ", preview(b.values),
+                                       " — the model was built differently, e.g. with another seed; build it as it "
+                                       "was saved, or load with io::BufferLoad::take to use the file's)"));
+    out.emplace_back(b.assign, std::move(vals));
+  }, "");
+  return out;
+}
+}  // namespace st_detail
+
+/// Writes every parameter and buffer of m (visit order, PyTorch-style names; parameters F32 for float models, F64
+/// for double; buffers I64 / F64 / BOOL) plus string metadata, atomically.
 template <class M>
 void save_safetensors(const std::string& path, M& m, const std::map<std::string, std::string>& metadata = {},
                       const std::string& prefix = "") {
   std::vector<TensorBlob> ts;
   m.visit_parameters([&](const std::string& name, auto& p) { ts.push_back(blob(prefix + name, to_host(p.value))); }, "");
+  visit_buffers_of(m, [&](const std::string& name, const Buffer& b) { ts.push_back(buffer_blob(prefix + name, b)); }, "");
   write_safetensors(path, ts, metadata);
 }
 
-/// Loads every parameter of m by name. Shapes must agree up to leading/trailing 1s ([n] fits a 1 x n
-/// parameter). Missing or unexpected tensors are an error listing their names; nothing is changed unless the
-/// whole file matches.
+/// Loads every parameter and buffer of m by name. Shapes must agree up to leading/trailing 1s ([n] fits a 1 x n
+/// parameter). Missing or unexpected tensors, and structural buffers whose values differ (unless
+/// `buffers == BufferLoad::take`), are an error listing their names; nothing is changed unless the whole file
+/// matches.
 template <class M>
-std::map<std::string, std::string> load_safetensors(const std::string& path, M& m) {
+std::map<std::string, std::string> load_safetensors(const std::string& path, M& m, BufferLoad buffers = BufferLoad::check) {
   const SafeTensorsFile f = read_safetensors(path);
   std::vector<std::string> missing, bad;
   std::map<std::string, bool> used;
@@ -399,20 +482,22 @@ std::map<std::string, std::string> load_safetensors(const std::string& path, M& 
       bad.push_back(detail::cat(name, " (file ", s, "], model ", p.value.rows(), "x", p.value.cols(), ")"));
     }
   }, "");
+  auto staged = st_detail::stage_buffers(f, m, "", buffers, missing, bad, &used);
   std::vector<std::string> unexpected;
   for (const auto& [name, u] : used)
     if (!u) unexpected.push_back(name);
-  auto join = [](const std::vector<std::string>& v) {
-    std::string s;
-    for (std::size_t i = 0; i < v.size() && i < 8; ++i) s += (i ? ", " : "") + v[i];
-    if (v.size() > 8) s += detail::cat(", ... (", v.size(), " in all)");
-    return s;
-  };
+  const auto join = st_detail::join_names;
   if (!missing.empty() || !bad.empty() || !unexpected.empty())
     throw io_error(detail::cat("safetensors '", path, "' does not match the model:",
                                missing.empty() ? "" : " missing: " + join(missing) + ";",
                                bad.empty() ? "" : " wrong shape: " + join(bad) + ";",
                                unexpected.empty() ? "" : " unexpected: " + join(unexpected) + ";"));
+  // A buffer's assign validates (a permutation, a 0/1 mask) and may refuse: run them on a copy first.
+  if (!staged.empty()) {
+    M trial = m;
+    for (auto& [assign, vals] : st_detail::stage_buffers(f, trial, "", buffers, missing, bad, nullptr)) assign(vals);
+    m = std::move(trial);
+  }
   m.visit_parameters([&](const std::string& name, auto& p) {
     using B = typename std::decay_t<decltype(p.value)>::backend;
     using T = typename B::scalar;

@@ -109,6 +109,12 @@ class TarFlow : public FlowLayerBase<TarFlow<B>, B> {
   void visit_parameters(V&& v, const std::string& prefix) {
     for (std::size_t i = 0; i < blocks(); ++i) block(i).visit_parameters(v, join_name(prefix, "blocks." + std::to_string(i)));
   }
+  /// "patchify.permutation" and each block's token order "blocks.{i}.order".
+  template <class V>
+  void visit_buffers(V&& v, const std::string& prefix) {
+    layer<0>(flow_).visit_buffers(v, join_name(prefix, "patchify"));
+    for (std::size_t i = 0; i < blocks(); ++i) block(i).visit_buffers(v, join_name(prefix, "blocks." + std::to_string(i)));
+  }
 
  private:
   TarFlowConfig cfg_;

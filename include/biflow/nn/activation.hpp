@@ -29,14 +29,14 @@ struct GELU {
   static constexpr bool grad_from_output = false;
   template <class T>
   BIFLOW_HOST_DEVICE static T cdf(T x) {
-#if !defined(__CUDA_ARCH__)
+#if !BIFLOW_DEVICE_COMPILE
     if constexpr (std::is_same_v<T, float>) return 0.5f * (1.0f + fastmath::erf(x * 0.70710678f));
 #endif
     return T(0.5) * (T(1) + std::erf(x * T(0.7071067811865476)));
   }
   template <class T>
   BIFLOW_HOST_DEVICE static T pdf(T x) {
-#if !defined(__CUDA_ARCH__)
+#if !BIFLOW_DEVICE_COMPILE
     if constexpr (std::is_same_v<T, float>) return 0.39894228f * fastmath::exp(-0.5f * x * x);
 #endif
     return T(0.3989422804014327) * std::exp(T(-0.5) * x * x);

@@ -107,6 +107,11 @@ class MaskedLinear : public Linear<B> {
     mask_ = std::move(mask);
   }
   const Tensor<B>& mask() const { return mask_; }
+  /// The 0/1 mask is state: "mask" (out x in).
+  template <class V>
+  void visit_buffers(V&& v, const std::string& prefix) {
+    v(join_name(prefix, "mask"), tensor_buffer(mask_, [this](Tensor<B> m) { set_mask(std::move(m)); }));
+  }
 
   Tensor<B> forward(const Tensor<B>& x, Context& ctx) const { return forward(Tensor<B>(x), ctx); }
   Tensor<B> forward(Tensor<B>&& x, Context& ctx) const {

@@ -86,6 +86,10 @@ class MLP {
   void visit_parameters(V&& v, const std::string& prefix) {
     for (std::size_t i = 0; i < lin_.size(); ++i) lin_[i].visit_parameters(v, join_name(prefix, std::to_string(2 * i)));
   }
+  template <class V>
+  void visit_buffers(V&& v, const std::string& prefix) {
+    for (std::size_t i = 0; i < lin_.size(); ++i) visit_buffers_of(lin_[i], v, join_name(prefix, std::to_string(2 * i)));
+  }
 
  private:
   std::vector<long> sizes_;

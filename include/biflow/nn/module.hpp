@@ -5,7 +5,7 @@
 #include <concepts>
 #include <string>
 
-#include "../core/parameter.hpp"
+#include "parameter.hpp"
 
 namespace biflow {
 

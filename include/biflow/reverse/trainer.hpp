@@ -91,13 +91,16 @@ class ReverseTrainer {
       g->visit_parameters(v, join_name(prefix, "reverse"));
       s->visit_parameters(v, join_name(prefix, "heads"));
     }
+    template <class V>
+    void visit_buffers(V&& v, const std::string& prefix) {
+      visit_buffers_of(*g, v, join_name(prefix, "reverse"));
+      visit_buffers_of(*s, v, join_name(prefix, "heads"));
+    }
   };
 
   ReverseTrainer(const Flow& f, G& g, Strategy& s, ReverseTrainOptions o, OutDist out = {}, HidDist hid = {})
       : f_(f), g_(g), s_(s), o_(std::move(o)), out_(std::move(out)), hid_(std::move(hid)),
-        opt_({o_.optim.beta1, o_.optim.beta2, o_.optim.eps, o_.optim.weight_decay}),
-        ema_(o_.optim.ema_decay, o_.optim.ema_warmup),
-        sched_{o_.optim.lr, o_.optim.warmup, o_.optim.total_steps, o_.optim.min_lr_fraction} {
+        opt_(o_.optim, "lower the learning rate or enable ReverseTrainOptions::state_clip") {
     s_.check(g_.config());
     const ReverseConfig& c = g_.config();
     if (c.denoise_stage && !(o_.noise > 0))
@@ -171,35 +174,26 @@ class ReverseTrainer {
     r.output_loss = distance_loss(out_, to_data(f_, out), to_data(f_, out_target), o_.output_weight, dout_data);
     r.loss = o_.output_weight * r.output_loss + r.hidden_loss;
     g_.backward(gc, to_states(f_, dout_data), dhidden, GradMode::params_only);  // z is noise: no dz
-    r.grad_norm = clip_grad_norm(params, o_.optim.clip);
-    r.lr = sched_(step_);
-    if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
-      r.skipped = true;
-      ++skipped_;
-      ++consecutive_bad_;
-      if (o_.optim.verbose)
-        std::fprintf(stderr, "biflow: reverse step %ld skipped: loss %g, gradient norm %g (%ld skipped so far)\n",
-                     step_, r.loss, r.grad_norm, skipped_);
-      zero_grad(params);
-      if (consecutive_bad_ >= o_.optim.max_bad_steps)
-        throw numeric_error(detail::cat("reverse training stopped: ", consecutive_bad_,
-                                        " consecutive steps had a non-finite loss or gradient (last loss ", r.loss,
-                                        "); lower the learning rate or enable ReverseTrainOptions::state_clip"));
-      ++step_;
-      return r;
-    }
-    consecutive_bad_ = 0;
-    opt_.step(params, r.lr);
-    if (o_.optim.ema_decay > 0) ema_.update(g_);
-    ++step_;
+    // The shared optimiser step: AdamW over G and the heads, the EMA over G alone (what one samples with).
+    const StepResult sr = opt_.step(params, g_, r.loss);
+    r.grad_norm = sr.grad_norm;
+    r.lr = sr.lr;
+    r.skipped = sr.skipped;
     return r;
   }
 
-  long steps() const { return step_; }
-  long skipped_steps() const { return skipped_; }
-  AdamW<B>& optimizer() { return opt_; }
-  Ema<B>& ema() { return ema_; }
-  bool has_ema() const { return o_.optim.ema_decay > 0 && !ema_.empty(); }
+  using Counters = typename Optimization<B>::Counters;
+  long steps() const { return opt_.steps(); }
+  long skipped_steps() const { return opt_.skipped_steps(); }
+  Counters counters() const { return opt_.counters(); }
+  void set_counters(const Counters& c) { opt_.set_counters(c); }
+  AdamW<B>& optimizer() { return opt_.optimizer(); }
+  /// EMA of G: sample with the average by `trainer.ema().swap(g)` (swap again to continue training).
+  Ema<B>& ema() { return opt_.ema(); }
+  bool has_ema() const { return opt_.has_ema(); }
+  Optimization<B>& optimization() { return opt_; }
+  /// Everything the optimiser updates (G as "reverse.…", the strategy's heads as "heads.…"): what a checkpoint saves.
+  Trainable trainable() { return Trainable{&g_, &s_}; }
   const ReverseTrainOptions& options() const { return o_; }
   const OutDist& output_distance() const { return out_; }
   const HidDist& hidden_distance() const { return hid_; }
@@ -211,10 +205,7 @@ class ReverseTrainer {
   ReverseTrainOptions o_;
   OutDist out_;
   HidDist hid_;
-  AdamW<B> opt_;
-  Ema<B> ema_;
-  CosineSchedule sched_;
-  long step_ = 0, skipped_ = 0, consecutive_bad_ = 0;
+  Optimization<B> opt_;
 };
 
 }  // namespace biflow

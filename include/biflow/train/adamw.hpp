@@ -4,7 +4,7 @@
 #include <limits>
 #include <vector>
 
-#include "../core/parameter.hpp"
+#include "../nn/parameter.hpp"
 
 namespace biflow {
 
@@ -30,6 +30,7 @@ struct AdamWUpdate {
 template <Backend B>
 class AdamW {
  public:
+  using backend_type = B;
   struct Options {
     double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   };

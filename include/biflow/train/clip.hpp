@@ -2,7 +2,7 @@
 #include <cmath>
 #include <type_traits>
 
-#include "../core/parameter.hpp"
+#include "../nn/parameter.hpp"
 
 namespace biflow {
 

@@ -4,7 +4,7 @@
 #include <utility>
 #include <vector>
 
-#include "../core/parameter.hpp"
+#include "../nn/parameter.hpp"
 
 namespace biflow {
 

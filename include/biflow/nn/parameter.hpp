@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../backend/ops.hpp"
+#include "../core/buffer.hpp"
 
 namespace biflow {
 
@@ -37,6 +38,22 @@ constexpr GradMode inner(GradMode m) { return m == GradMode::params_only ? GradM
 template <class B>
 bool wants_grad(GradMode m, const Parameter<B>& p) {
   return m != GradMode::input_only && !p.frozen;
+}
+
+/// A real buffer over tensor t (shape [cols] for one row, else [rows, cols]); assign receives the new values as a
+/// tensor of t's shape.
+template <class B, class Assign>
+Buffer tensor_buffer(const Tensor<B>& t, Assign&& assign, bool structural = true) {
+  using T = typename B::scalar;
+  const HostMatrix<T> h = to_host(t);
+  Buffer b{Buffer::Kind::real, structural, {}, {h.data(), h.data() + h.size()}, {}};
+  b.shape = t.rows() == 1 ? std::vector<long>{t.cols()} : std::vector<long>{t.rows(), t.cols()};
+  b.assign = [a = std::forward<Assign>(assign), r = t.rows(), c = t.cols()](const std::vector<double>& v) {
+    HostMatrix<T> m(r, c);
+    for (long i = 0; i < m.size(); ++i) m.data()[i] = T(v[std::size_t(i)]);
+    a(from_host<B>(m));
+  };
+  return b;
 }
 
 /// Joins name components with '.' as torch.nn.Module.state_dict() does.

@@ -2,8 +2,8 @@
 // Checkpoints of Apple's public PyTorch TARFlow ("ml-tarflow", Zhai et al. 2024) in biflow's TarFlow.
 // Convert the .pth once in Python (safetensors.torch.save_file(model.state_dict(), "f.safetensors")), then
 //   auto f = io::read_safetensors("f.safetensors");
-//   TarFlow<Cpu<float>> flow(io::ml_tarflow_config(f, {3, 64, 64, 4}, /*heads=*/heads), rng);
-//   io::import_ml_tarflow(f, flow);
+//   TarFlow<Cpu<float>> flow(interop::ml_tarflow_config(f, {3, 64, 64, 4}, /*heads=*/heads), rng);
+//   interop::import_ml_tarflow(f, flow);
 // The architectures agree layer for layer (docs/interop.md has the full table); what differs is naming:
 //   blocks.i.attn_blocks.k.attention.{norm,qkv,proj}  -> blocks.i.layers.k.{attn_norm, attn.qkv, attn.proj}
 //   blocks.i.attn_blocks.k.mlp.{norm, main.0, main.2} -> blocks.i.layers.k.{mlp_norm, mlp.0, mlp.2}
@@ -19,9 +19,12 @@
 #include <vector>
 
 #include "../models/tarflow.hpp"
-#include "safetensors.hpp"
+#include "../io/safetensors.hpp"
 
-namespace biflow::io {
+namespace biflow::interop {
+
+using io::SafeTensorsFile;
+namespace st_detail = io::st_detail;
 
 namespace mlt_detail {
 inline std::vector<std::string> split(const std::string& s) {
@@ -173,4 +176,4 @@ void import_ml_tarflow(const SafeTensorsFile& f, TarFlow<B>& m, const std::strin
   m.visit_parameters([&](const std::string&, auto& p) { p.value = from_host<B>(values[i++]); }, "");
 }
 
-}  // namespace biflow::io
+}  // namespace biflow::interop

@@ -1,0 +1,105 @@
+#pragma once
+// The optimiser step every trainer shares (MleTrainer, ReverseTrainer, MlpClassifier::train_step): after the
+// caller's backward, clip the global gradient norm, guard against a non-finite loss or gradient (skip the step,
+// count it, stop after K in a row), take the cosine-with-warm-up learning rate, step AdamW, update the EMA, and
+// count. Its whole state (AdamW moments, EMA average, counters) is what a checkpoint saves (checkpoint.hpp).
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "adamw.hpp"
+#include "clip.hpp"
+#include "ema.hpp"
+#include "schedule.hpp"
+
+namespace biflow {
+
+struct TrainOptions {
+  double lr = 1e-3;
+  long warmup = 100;
+  long total_steps = 1000;
+  double min_lr_fraction = 0.0;
+  bool linear_decay = false;  ///< decay in a straight line instead of a cosine after the warm-up
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double clip = 1.0;        ///< max global gradient norm; <= 0 disables clipping
+  double ema_decay = 0.0;   ///< 0 disables EMA
+  bool ema_warmup = true;   ///< EMA decay min(ema_decay, (1+t)/(10+t)) at update t (see Ema)
+  long max_bad_steps = 50;  ///< consecutive skipped steps before numeric_error is thrown
+  bool verbose = true;      ///< say so on stderr when a step is skipped
+};
+
+struct StepResult {
+  double loss = 0, grad_norm = 0, lr = 0;
+  bool skipped = false;
+};
+
+template <Backend B>
+class Optimization {
+ public:
+  /// Step counters (checkpoints): steps taken, skipped in all, skipped in a row.
+  struct Counters {
+    long step = 0, skipped = 0, consecutive_bad = 0;
+  };
+
+  explicit Optimization(TrainOptions o, std::string hint = "lower the learning rate or check the data")
+      : o_(o), hint_(std::move(hint)), opt_({o.beta1, o.beta2, o.eps, o.weight_decay}),
+        ema_(o.ema_decay, o.ema_warmup), sched_{o.lr, o.warmup, o.total_steps, o.min_lr_fraction, o.linear_decay} {}
+
+  /// Finishes a step whose gradients `trainable` now holds (the caller zeroed them before its backward):
+  /// clipping, guard, AdamW on `trainable`, EMA of `averaged` (the model whose weights one evaluates: the whole
+  /// trainable, or a part of it such as G without its training-only heads).
+  template <HasParameters M, HasParameters E>
+  StepResult step(M& trainable, E& averaged, double loss) {
+    StepResult r;
+    r.loss = loss;
+    r.grad_norm = clip_grad_norm(trainable, o_.clip);
+    r.lr = sched_(c_.step);
+    if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
+      r.skipped = true;
+      ++c_.skipped;
+      ++c_.consecutive_bad;
+      if (o_.verbose)
+        std::fprintf(stderr, "biflow: step %ld skipped: %s is %s (%ld skipped so far)\n", c_.step,
+                     std::isfinite(r.loss) ? "gradient norm" : "loss",
+                     std::isfinite(r.loss) ? std::to_string(r.grad_norm).c_str() : std::to_string(r.loss).c_str(),
+                     c_.skipped);
+      zero_grad(trainable);
+      if (c_.consecutive_bad >= o_.max_bad_steps)
+        throw numeric_error(detail::cat("training stopped: ", c_.consecutive_bad,
+                                        " consecutive steps had a non-finite loss or gradient (last loss ", r.loss,
+                                        "); ", hint_));
+      ++c_.step;
+      return r;
+    }
+    c_.consecutive_bad = 0;
+    opt_.step(trainable, r.lr);
+    if (o_.ema_decay > 0) ema_.update(averaged);
+    ++c_.step;
+    return r;
+  }
+  template <HasParameters M>
+  StepResult step(M& trainable, double loss) {
+    return step(trainable, trainable, loss);
+  }
+
+  long steps() const { return c_.step; }
+  long skipped_steps() const { return c_.skipped; }
+  Counters counters() const { return c_; }
+  void set_counters(const Counters& c) { c_ = c; }
+  AdamW<B>& optimizer() { return opt_; }
+  Ema<B>& ema() { return ema_; }
+  /// An EMA average exists: evaluate with it by `ema().swap(model)` (and swap back to continue training).
+  bool has_ema() const { return o_.ema_decay > 0 && !ema_.empty(); }
+  const TrainOptions& options() const { return o_; }
+
+ private:
+  TrainOptions o_;
+  std::string hint_;
+  AdamW<B> opt_;
+  Ema<B> ema_;
+  CosineSchedule sched_;
+  Counters c_;
+};
+
+}  // namespace biflow
