@@ -1,7 +1,7 @@
 // Backend primitives (backend/ops.hpp, backend/cpu/ops.hpp, backend/functors.hpp, backend/tags.hpp,
 // backend/tensor.hpp), the counter-based RNG (core/rng.hpp) and the opt-in allocator tuning
-// (backend/cpu/allocator.hpp), core/fast_math.hpp, backend/cpu/parallel.hpp. The Cuda twins are compared
-// against these in tests/cuda.
+// (backend/cpu/allocator.hpp), core/fast_math.hpp, backend/cpu/parallel.hpp, backend/host_linalg.hpp,
+// backend/cpu/memory.hpp. The Cuda twins are compared against these in tests/cuda.
 #include <cstdio>
 
 #include "helpers.hpp"
@@ -174,3 +174,35 @@ TEST_CASE("parallel_range visits every index exactly once, in chunks no smaller 
   }
   CHECK(cpu::threads() >= 1);
 }
+
+TEST_CASE("host_linalg: slogdet_rows of stacked matrices and the LU factors of a random rotation") {
+  // Two 2x2 matrices stacked: det = 6 and det = -2 -> log|det| = log 6, log 2.
+  HostMatrix<double> j(4, 2);
+  j << 2, 1, 0, 3, 1, 2, 1, 0;
+  const HostMatrix<double> ld = linalg::slogdet_rows(j, 2, 2);
+  CHECK(ld(0, 0) == doctest::Approx(std::log(6.0)).epsilon(1e-12));
+  CHECK(ld(1, 0) == doctest::Approx(std::log(2.0)).epsilon(1e-12));
+  // P·L·U rebuilds an orthogonal matrix: (P L U)ᵀ (P L U) = I.
+  Rng rng(5);
+  HostMatrix<double> g(4, 4);
+  for (long i = 0; i < g.size(); ++i) g.data()[i] = rng.normal();
+  const linalg::RotationLU r = linalg::rotation_lu(g);
+  HostMatrix<double> l = HostMatrix<double>::Identity(4, 4), u = HostMatrix<double>::Zero(4, 4);
+  for (long a = 0; a < 4; ++a)
+    for (long b = 0; b < 4; ++b) (b < a ? l(a, b) : u(a, b)) = r.lu(a, b);
+  const HostMatrix<double> q = r.perm * l * u;
+  CHECK((q.transpose() * q - HostMatrix<double>::Identity(4, 4)).cwiseAbs().maxCoeff() < 1e-12);
+}
+
+TEST_CASE("cpu memory figures: resident size and a resettable peak that sees a touched allocation") {
+  const long long now = cpu::resident_bytes();
+  if (now < 0) return;  // no /proc here
+  CHECK(now > 0);
+  if (!cpu::reset_resident_peak()) return;
+  const long long before = cpu::resident_peak_bytes();
+  {
+    std::vector<char> big(std::size_t(64) << 20, 1);  // 64 MiB, every page written
+    CHECK(cpu::resident_peak_bytes() >= before + (std::int64_t(60) << 20));
+  }
+}
+

@@ -1,4 +1,4 @@
-// Training (train/adamw.hpp, schedule.hpp, clip.hpp, ema.hpp, nll.hpp, trainer.hpp) and densities
+// Training (train/adamw.hpp, schedule.hpp, clip.hpp, ema.hpp, nll.hpp, optimization.hpp, trainer.hpp) and densities
 // (flow/distribution.hpp): optimiser, schedule, clipping, EMA, NaN guard, reproducibility, a trained density.
 #include <cmath>
 
@@ -37,6 +37,35 @@ TEST_CASE("AdamW leaves a frozen parameter alone (no step, no weight decay) and 
   opt.step(lin, 0.01);
   CHECK((to_host(lin.weight.value) - w0).cwiseAbs().maxCoeff() == 0.0);
   CHECK((to_host(lin.bias.value) - b0).cwiseAbs().maxCoeff() > 1e-3);
+}
+
+TEST_CASE("the shared optimiser step (optimization.hpp): a non-finite loss is skipped and counted, the linear "
+          "schedule decays in a straight line, and the EMA follows the model given as averaged") {
+  Rng rng(3);
+  Linear<D> lin(2, 1, rng);
+  TrainOptions o;
+  o.lr = 1e-2;
+  o.warmup = 0;
+  o.total_steps = 4;
+  o.linear_decay = true;
+  o.ema_decay = 0.9;
+  o.verbose = false;
+  Optimization<D> opt(o);
+  const auto w0 = to_host(lin.weight.value);
+  lin.weight.grad = constant<D>(1, 2, 1.0);
+  const StepResult bad = opt.step(lin, std::nan(""));
+  CHECK(bad.skipped);
+  CHECK(opt.skipped_steps() == 1);
+  CHECK((to_host(lin.weight.value) - w0).cwiseAbs().maxCoeff() == 0.0);  // nothing moved
+  CHECK(to_host(lin.weight.grad).cwiseAbs().maxCoeff() == 0.0);          // and the gradients were cleared
+  lin.weight.grad = constant<D>(1, 2, 1.0);
+  const StepResult good = opt.step(lin, 1.0);
+  CHECK_FALSE(good.skipped);
+  CHECK(good.lr == doctest::Approx(1e-2 * (1.0 - 1.0 / 4.0)));  // step 1 of 4, straight line
+  CHECK(opt.counters().step == 2);
+  CHECK(opt.counters().consecutive_bad == 0);
+  CHECK(opt.has_ema());
+  CHECK((to_host(lin.weight.value) - w0).cwiseAbs().maxCoeff() > 1e-3);
 }
 
 TEST_CASE("cosine schedule warms up linearly, peaks at base_lr and decays to the floor") {
