@@ -81,7 +81,7 @@ void BM_Decode(benchmark::State& st) {
   cpu::keep_heap_pages();
   const TarFlow<F> f = flow_model(T);
   const Tensor<F> z = randn(n, f.config().image.features(), 3), c = cond_rows(n);
-  for (auto _ : st) benchmark::DoNotOptimize(f.sample(z, c, Guidance<F>{w, false, {}}, false).y.data());
+  for (auto _ : st) benchmark::DoNotOptimize(f.inverse(z, c, Guidance<F>{w, false, {}}, logdet::none).y.data());
   per_image(st, n);
 }
 void BM_DecodeDenoise(benchmark::State& st) {
@@ -91,7 +91,7 @@ void BM_DecodeDenoise(benchmark::State& st) {
   TarFlow<F> f = flow_model(T);
   const Tensor<F> z = randn(n, f.config().image.features(), 3), c = cond_rows(n);
   for (auto _ : st) {
-    const Tensor<F> x = f.sample(z, c, Guidance<F>{w, false, {}}, false).y;
+    const Tensor<F> x = f.inverse(z, c, Guidance<F>{w, false, {}}, logdet::none).y;
     benchmark::DoNotOptimize(denoise(f, x, 0.05, c).data());
   }
   per_image(st, n);
@@ -115,7 +115,7 @@ void BM_G(benchmark::State& st) {
   const BiFlow bf{f, g};
   const Tensor<F> z = randn(n, f.config().image.features(), 3), c = cond_rows(n);
   const Tensor<F> wt = w != 0 ? constant<F>(n, 1, float(w)) : Tensor<F>{};
-  for (auto _ : st) benchmark::DoNotOptimize(bf.sample(z, c, wt).data());
+  for (auto _ : st) benchmark::DoNotOptimize(bf.generate(z, c, wt).data());
   per_image(st, n);
 }
 void BM_ReverseTrainStep(benchmark::State& st) {

@@ -103,7 +103,7 @@ void BM_SampleExact(benchmark::State& st) {
   TarFlow<G> f(cfg, r);
   const Tensor<G> z = randn(batch, cfg.image.features(), 4), c = labels(batch, cfg.num_classes);
   for (auto _ : st) {
-    const Tensor<G> x = denoise(f, f.sample(z, c, {}, false).y, 0.05, c);
+    const Tensor<G> x = denoise(f, f.inverse(z, c, logdet::none).y, 0.05, c);
     gpu::context().synchronize();
   }
   st.counters["images/s"] = benchmark::Counter(double(batch * st.iterations()), benchmark::Counter::kIsRate);
@@ -128,7 +128,7 @@ void BM_SampleLearned(benchmark::State& st) {
   const BiFlow bf{f, g};
   const Tensor<G> z = randn(batch, cfg.image.features(), 4), c = labels(batch, cfg.num_classes);
   for (auto _ : st) {
-    const Tensor<G> x = bf.sample(z, c);
+    const Tensor<G> x = bf.generate(z, c);
     gpu::context().synchronize();
   }
   st.counters["images/s"] = benchmark::Counter(double(batch * st.iterations()), benchmark::Counter::kIsRate);

@@ -66,7 +66,7 @@ void BM_TarSample(benchmark::State& st) {
   const long T = st.range(0), n = st.range(1), side = 2 * long(std::lround(std::sqrt(double(T))));
   const TarFlow<F> m = digits_model(2, 2, side);
   const Tensor<F> z = randn(n, side * side, 4), c = cond_rows(n);
-  for (auto _ : st) benchmark::DoNotOptimize(m.sample(z, c).y.data());
+  for (auto _ : st) benchmark::DoNotOptimize(m.inverse(z, c).y.data());
   st.counters["images/s"] = benchmark::Counter(double(n), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_TarSample)
@@ -78,7 +78,7 @@ void BM_TarSampleUncached(benchmark::State& st) {
   const long n = st.range(0);
   const TarFlow<F> m = digits_model(2, 2, 8);
   const Tensor<F> z = randn(n, 64, 4), c = cond_rows(n);
-  for (auto _ : st) benchmark::DoNotOptimize(m.sample_uncached(z, c).y.data());
+  for (auto _ : st) benchmark::DoNotOptimize(m.inverse_uncached(z, c).y.data());
   st.counters["images/s"] = benchmark::Counter(double(n), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_TarSampleUncached)->Arg(100)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -72,21 +72,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-/// A distance chosen at run time (the library's distances are compile-time policies; this wraps one).
-struct RuntimeDistance {
-  std::string label;
-  std::function<Tensor<B>(const Tensor<B>&, const Tensor<B>&)> value;
-  std::function<Tensor<B>(const Tensor<B>&, const Tensor<B>&, const Tensor<B>&)> gradient;
-  std::string name() const { return label; }
-  Tensor<B> per_row(const Tensor<B>& a, const Tensor<B>& b) const { return value(a, b); }
-  Tensor<B> grad(const Tensor<B>& a, const Tensor<B>& b, const Tensor<B>& w) const { return gradient(a, b, w); }
-};
-template <class Dist>
-RuntimeDistance wrap(Dist d) {
-  return {d.name(), [d](const Tensor<B>& a, const Tensor<B>& b) { return d.template per_row<B>(a, b); },
-          [d](const Tensor<B>& a, const Tensor<B>& b, const Tensor<B>& w) { return d.template grad<B>(a, b, w); }};
-}
-
 examples::Image grid(const HostMatrix<float>& x, int scale) {
   const int cell = 8 * scale + 2;
   examples::Image img(10 * cell, 10 * cell);
@@ -255,22 +240,16 @@ int main(int argc, char** argv) try {
   if (rc.guidance) ro.guidance_max = a.real("cfg-max", 3.0);
   MlpFeatures<B>* fnet = &feat_clf.features;
   const double fw = a.real("feature-weight", 0.1);
-  RuntimeDistance dist = distance == "mse"       ? wrap(Mse{})
-                         : distance == "l1"      ? wrap(L1{})
-                         : distance == "huber"   ? wrap(Huber{0.1})
-                         : distance == "cosine"  ? wrap(Sum<Mse, Cosine>{{}, {}, 1.0, 0.1})
-                         : distance == "feature" ? wrap(Feature<MlpFeatures<B>, Mse>{fnet})
-                         : distance == "mse+feature"
-                             ? wrap(Sum<Mse, Feature<MlpFeatures<B>, Mse>>{{}, {fnet}, 1.0, fw})
-                             : (a.fail("unknown --distance '" + distance + "'"), RuntimeDistance{});
-  if (a.has("adaptive")) {
-    const RuntimeDistance inner = dist;
-    const double p = a.real("adaptive", 0.5);
-    dist.label = "adaptive(" + inner.label + ")";
-    dist.gradient = [inner, p](const Tensor<B>& x, const Tensor<B>& y, const Tensor<B>& wt) {
-      return inner.grad(x, y, zip(fn::AdaptiveWeight{p, 1e-3}, wt, inner.per_row(x, y)));
-    };
-  }
+  // The distance is chosen at run time: AnyDistance<B> holds any of the compile-time distance policies.
+  AnyDistance<B> dist = distance == "mse"       ? AnyDistance<B>(Mse{})
+                        : distance == "l1"      ? AnyDistance<B>(L1{})
+                        : distance == "huber"   ? AnyDistance<B>(Huber{0.1})
+                        : distance == "cosine"  ? AnyDistance<B>(Sum<Mse, Cosine>{{}, {}, 1.0, 0.1})
+                        : distance == "feature" ? AnyDistance<B>(Feature<MlpFeatures<B>, Mse>{fnet})
+                        : distance == "mse+feature"
+                            ? AnyDistance<B>(Sum<Mse, Feature<MlpFeatures<B>, Mse>>{{}, {fnet}, 1.0, fw})
+                            : (a.fail("unknown --distance '" + distance + "'"), AnyDistance<B>{});
+  if (a.has("adaptive")) dist = Adaptive<AnyDistance<B>>{dist, a.real("adaptive", 0.5), 1e-3};
 
   Rng head_rng(gseed + 12);
   HiddenAlignment<B> align(rc, head_rng, !a.has("no-head-norm"));
@@ -294,7 +273,7 @@ int main(int argc, char** argv) try {
     for (long r = 0; r < pool_n; r += kBatchEval) {
       const long n = std::min(kBatchEval, pool_n - r);
       const Tensor<B> c = from_host<B>(pc.middleRows(r, n));
-      pool.middleRows(r, n) = to_host(denoise(flow, flow.sample(from_host<B>(pz.middleRows(r, n)), c, {}, false).y, sd, c));
+      pool.middleRows(r, n) = to_host(denoise(flow, flow.inverse(from_host<B>(pz.middleRows(r, n)), c, logdet::none).y, sd, c));
     }
     pool_seconds = seconds_since(t0);
     std::printf("G's sample pool: %ld exact-inverse samples of F in %.1f s, %.0f%% of each batch\n", pool_n,
@@ -302,7 +281,7 @@ int main(int argc, char** argv) try {
   }
   auto train_g = [&](auto& strat) {
     using S = std::remove_reference_t<decltype(strat)>;
-    ReverseTrainer<TarFlow<B>, Rev, S, RuntimeDistance> trainer(flow, g, strat, ro, dist);
+    ReverseTrainer<TarFlow<B>, Rev, S, AnyDistance<B>> trainer(flow, g, strat, ro, dist);
     Rng rng(gseed + 13);
     Progress progress(steps, "train G");
     HostMatrix<float> v(batch, 64);
@@ -361,7 +340,7 @@ int main(int argc, char** argv) try {
   }
   std::printf("G: %ld stages x %ld bidirectional layers, width %ld, %ld parameters; strategy %s, distance %s, "
               "denoise %s; %ld steps in %.1f s\n",
-              rc.total_stages(), rc.layers, rc.width, long(parameter_count(g)), strategy.c_str(), dist.label.c_str(),
+              rc.total_stages(), rc.layers, rc.width, long(parameter_count(g)), strategy.c_str(), dist.name().c_str(),
               denoise_mode.c_str(), a.has("load-g") ? 0L : steps, g_seconds);
 
   // ---- 4. evaluation ------------------------------------------------------------------------------------------
@@ -380,15 +359,15 @@ int main(int argc, char** argv) try {
   for (long r = 0; r < zall.rows(); r += kBatchEval) {
     const Tensor<B> z = from_host<B>(zall.middleRows(r, kBatchEval)), c = from_host<B>(call.middleRows(r, kBatchEval));
     auto t0 = std::chrono::steady_clock::now();
-    const Tensor<B> raw = flow.sample(z, c, Guidance<B>{w, false, {}}, false).y;
+    const Tensor<B> raw = flow.inverse(z, c, Guidance<B>{w, false, {}}, logdet::none).y;
     const Tensor<B> ex = denoise(flow, raw, sd, c);
     exact_s += seconds_since(t0);
     exact.middleRows(r, kBatchEval) = to_host(ex);
     exact_raw.middleRows(r, kBatchEval) = to_host(raw);
     t0 = std::chrono::steady_clock::now();
-    Tensor<B> y = w == 0           ? bf.sample(z, c)
-                  : rc.guidance    ? bf.sample(z, c, constant<B>(kBatchEval, 1, float(w)))
-                                   : bf.sample_guided(z, c, w);
+    Tensor<B> y = w == 0           ? bf.generate(z, c)
+                  : rc.guidance    ? bf.generate(z, c, constant<B>(kBatchEval, 1, float(w)))
+                                   : bf.generate_guided(z, c, w);
     if (denoise_mode == "score") y = denoise(flow, y, sd, c);
     learned_s += seconds_since(t0);
     learned.middleRows(r, kBatchEval) = to_host(y);
@@ -466,7 +445,7 @@ int main(int argc, char** argv) try {
     std::snprintf(gsum, sizeof gsum, "%.17g", g_param_sum);
     std::ofstream f(a.str("report", ""));
     f.precision(8);
-    f << "{\n  \"strategy\": \"" << strategy << "\",\n  \"distance\": \"" << dist.label << "\",\n  \"denoise\": \""
+    f << "{\n  \"strategy\": \"" << strategy << "\",\n  \"distance\": \"" << dist.name() << "\",\n  \"denoise\": \""
       << denoise_mode << "\"" << examples::quality_json(table, suite, "pix", true)
       << examples::quality_json(table_clf, suite_clf, "clf", false) << ",\n  \"fd_pix_learned_over_exact\": " << fd_ratio
       << ",\n  \"recon_mse\": " << recon_mse << ",\n  \"g_param_sum\": " << gsum << ",\n  \"sample_mse_learned_vs_exact\": " << sample_mse

@@ -195,7 +195,7 @@ int main(int argc, char** argv) try {
   // Exact inverse on the test images.
   const Tensor<B> zte = model.forward(from_host<B>(xte), from_host<B>(cte), logdet::none).y;  // inference pass
   const double inv_err =
-      double((to_host(model.sample(zte, from_host<B>(cte)).y) - xte).cwiseAbs().maxCoeff());
+      double((to_host(model.inverse(zte, from_host<B>(cte)).y) - xte).cwiseAbs().maxCoeff());
   std::printf("test bits/dim %.4f (given the class; %.4f unconditional), train %.4f; exact inverse max error %.2e\n",
               test_bpd, test_bpd_uncond, train_bpd, inv_err);
   // Baselines on the same split: independent per-pixel categoricals over the grey levels (Laplace 0.1).
@@ -212,13 +212,13 @@ int main(int argc, char** argv) try {
   Rng srng(seed + 3);
   const Tensor<B> z = StandardNormal::sample<B>(100, 64, srng);
   auto t1 = std::chrono::steady_clock::now();
-  const Tensor<B> raw = model.sample(z, scond, {}, false).y;
+  const Tensor<B> raw = model.inverse(z, scond, logdet::none).y;
   const double exact_s = seconds_since(t1) / 100.0;
   const double sd = a.real("denoise-sigma", sigma > 0 ? sigma : a_scale / std::sqrt(12.0));
   t1 = std::chrono::steady_clock::now();
   const Tensor<B> den = denoise(model, raw, sd, scond);
   const double denoise_s = seconds_since(t1) / 100.0;
-  const Tensor<B> guided_raw = model.sample(z, scond, {w, false, {}}, false).y;
+  const Tensor<B> guided_raw = model.inverse(z, scond, Guidance<B>{w, false, {}}, logdet::none).y;
   const Tensor<B> guided = denoise(model, guided_raw, sd, scond);
   std::printf("sampling (batch 100, %d thread%s): exact inverse %.3f ms/image, score denoising %.3f ms/image\n",
               cpu::threads(), cpu::threads() > 1 ? "s" : "", 1e3 * exact_s, 1e3 * denoise_s);

@@ -8,7 +8,6 @@
 // The same code runs on Cpu<float> and, built by nvcc (latent_biflow_cuda), on Cuda<float>: --backend cpu|cuda.
 //   latent_biflow --synthetic 2048                       small CPU-sized run
 //   latent_biflow_cuda --preset b2 --data lat.npy --labels y.npy --report out.json
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -46,31 +45,12 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-template <class B>
-void sync() {
-#if defined(__CUDACC__)
-  if constexpr (is_cuda<B>::value) gpu::context().synchronize();
-#endif
-}
-
-/// Peak memory since the last reset: the device pool on Cuda; the process's peak RSS on Cpu (not resettable).
+/// Peak memory of the backend since the last reset_peak_memory<B>(): the device pool on Cuda; the process's
+/// resident set on Cpu (its high-water mark is reset through /proc; where that is unsupported the figure is the
+/// process's peak so far).
 template <class B>
 double peak_mib() {
-#if defined(__CUDACC__)
-  if constexpr (is_cuda<B>::value) return double(gpu::pool_usage().peak) / (1024.0 * 1024.0);
-#endif
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return double(u.ru_maxrss) / 1024.0;
-}
-template <class B>
-void reset_peak() {
-#if defined(__CUDACC__)
-  if constexpr (is_cuda<B>::value) {
-    gpu::context().synchronize();
-    gpu::reset_pool_peak();
-  }
-#endif
+  return double(memory_usage<B>().peak) / (1024.0 * 1024.0);
 }
 
 /// Synthetic class-conditional latents with spatial structure: per class a fixed smooth pattern (a few random
@@ -208,7 +188,7 @@ int run(const examples::Args& a, const char* device) {
   };
   HostMatrix<float> xb;
   std::vector<int> lb;
-  reset_peak<B>();
+  reset_peak_memory<B>();
   double first_loss = 0, last_loss = 0, flow_seconds = 0;
   for (long s = 0; s < flow_steps; ++s) {
     draw(batch, xb, lb);
@@ -253,7 +233,7 @@ int run(const examples::Args& a, const char* device) {
   ro.optim.warmup = std::min(100L, g_steps / 10);
   ro.noise = sigma;
   ReverseTrainer<TarFlow<B>, ReverseModel<B>, HiddenAlignment<B>> gt(flow, g, align, ro);
-  reset_peak<B>();
+  reset_peak_memory<B>();
   double g_seconds = 0, g_first = 0, g_last = 0;
   for (long s = 0; s < g_steps; ++s) {
     draw(batch, xb, lb);
@@ -280,18 +260,18 @@ int run(const examples::Args& a, const char* device) {
   const Tensor<B> c = from_host<B>(data::one_hot<float>(sl, classes + 1));
   const Tensor<B> z = StandardNormal::sample<B>(sample_batch, D, srng);
   const BiFlow bf{flow, g};
-  reset_peak<B>();
+  reset_peak_memory<B>();
   Tensor<B> exact, learned;
   std::vector<double> te, tl;
   for (long r = 0; r <= repeats; ++r) {  // r = 0 warms up (allocations, cuBLAS heuristics)
-    sync<B>();
+    synchronize<B>();
     auto t0 = std::chrono::steady_clock::now();
-    exact = denoise(flow, flow.sample(z, c, {}, false).y, sigma, c);
-    sync<B>();
+    exact = denoise(flow, flow.inverse(z, c, logdet::none).y, sigma, c);
+    synchronize<B>();
     if (r > 0) te.push_back(seconds_since(t0));
     t0 = std::chrono::steady_clock::now();
-    learned = bf.sample(z, c);
-    sync<B>();
+    learned = bf.generate(z, c);
+    synchronize<B>();
     if (r > 0) tl.push_back(seconds_since(t0));
   }
   const double s_peak = peak_mib<B>();

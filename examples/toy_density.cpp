@@ -176,7 +176,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
     const Tensor<B> xe = flow.inverse(z, {}, logdet::none).y;
     t_exact = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     t0 = std::chrono::steady_clock::now();
-    const Tensor<B> xl = bf.sample(z);
+    const Tensor<B> xl = bf.generate(z);
     t_learned = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     nll_exact = nll(flow, xe) - stdz.log_abs_det();
     nll_learned = nll(flow, xl) - stdz.log_abs_det();

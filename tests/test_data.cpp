@@ -1,4 +1,5 @@
 // Toy sets, CSV input (including bad files), standardisation, labelled images (data/images.hpp).
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <limits>
@@ -173,4 +174,65 @@ TEST_CASE("the vendored digits load: 1797 images of 64 pixels in 0..16, labels 0
   CHECK(d.pixels.cols() == 64);
   CHECK(d.pixels.maxCoeff() == 16.0f);
   CHECK(*std::max_element(d.labels.begin(), d.labels.end()) == 9);
+}
+
+TEST_CASE("BatchSampler in epochs visits every row once per epoch, reshuffles, and resumes from its position") {
+  data::BatchSampler s(10, 3, data::Sampling::epochs, 7);
+  CHECK(s.batches_per_epoch() == 3);  // drop_last: 3 full batches, one row left for a later epoch's order
+  std::vector<std::vector<long>> epochs(2);
+  for (int e = 0; e < 2; ++e)
+    for (int k = 0; k < 3; ++k) {
+      const auto idx = s.next();
+      CHECK(idx.size() == 3);
+      epochs[std::size_t(e)].insert(epochs[std::size_t(e)].end(), idx.begin(), idx.end());
+    }
+  for (auto& e : epochs) {
+    auto sorted = e;
+    std::sort(sorted.begin(), sorted.end());
+    CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end());  // no row twice in an epoch
+    for (long i : sorted) CHECK((i >= 0 && i < 10));
+  }
+  CHECK(epochs[0] != epochs[1]);  // a new order each epoch
+  CHECK(s.epoch() == doctest::Approx(2.0));
+  // Resume: a sampler moved to the position continues with the same batches; another seed differs.
+  data::BatchSampler r(10, 3, data::Sampling::epochs, 7);
+  r.seek(4);
+  data::BatchSampler fresh(10, 3, data::Sampling::epochs, 7), other(10, 3, data::Sampling::epochs, 8);
+  for (int k = 0; k < 4; ++k) fresh.next();
+  CHECK(r.next() == fresh.next());
+  CHECK(other.batch_at(0) != fresh.batch_at(0));
+  // Without drop_last the epoch ends with the short batch and covers every row.
+  data::BatchSampler all(10, 3, data::Sampling::epochs, 7, false);
+  CHECK(all.batches_per_epoch() == 4);
+  std::vector<long> seen;
+  for (int k = 0; k < 4; ++k) {
+    const auto idx = all.next();
+    seen.insert(seen.end(), idx.begin(), idx.end());
+  }
+  CHECK(all.batch_at(3).size() == 1);
+  std::sort(seen.begin(), seen.end());
+  for (long i = 0; i < 10; ++i) CHECK(seen[std::size_t(i)] == i);
+}
+
+TEST_CASE("BatchSampler with replacement draws uniform rows, deterministic per seed and batch number") {
+  data::BatchSampler s(5, 1000, data::Sampling::with_replacement, 3);
+  const auto idx = s.next();
+  std::vector<long> count(5);
+  for (long i : idx) ++count[std::size_t(i)];
+  for (long c : count) CHECK((c > 150 && c < 250));  // ~200 each
+  data::BatchSampler t(5, 1000, data::Sampling::with_replacement, 3);
+  CHECK(t.next() == idx);
+  CHECK(t.next() != idx);
+  // take_rows gathers a batch of data and of labels in the sampler's order.
+  HostMatrix<double> x(4, 2);
+  x << 0, 1, 2, 3, 4, 5, 6, 7;
+  const std::vector<int> labels{10, 11, 12, 13};
+  const HostMatrix<double> xb = data::take_rows(x, {3, 1, 3});
+  CHECK(xb(0, 1) == 7.0);
+  CHECK(xb(1, 0) == 2.0);
+  CHECK(data::take_rows(labels, {3, 1, 3}) == std::vector<int>{13, 11, 13});
+  CHECK(message<shape_error>([&] { data::take_rows(x, {4}); }).find("row 4 is outside a 4-row matrix") !=
+        std::string::npos);
+  CHECK(message<usage_error>([&] { data::BatchSampler(3, 4, data::Sampling::epochs, 1); })
+            .find("needs at least 4 rows, the data set has 3") != std::string::npos);
 }

@@ -62,8 +62,8 @@ void check_against_pytorch(double tol) {
   const double ez = max_abs(cast(fw.y) - expect("z", F)), eld = max_abs(cast(fw.logdet) - expect("logdet", 1)),
                ezu = max_abs(cast(fu.y) - expect("z_uncond", F)),
                eldu = max_abs(cast(fu.logdet) - expect("logdet_uncond", 1)),
-               es = max_abs(cast(flow.sample(z, context<T>(ys, classes)).y) - expect("samples", F)),
-               esu = max_abs(cast(flow.sample(z, context<T>(std::vector<double>(ys.size(), -1), classes)).y) -
+               es = max_abs(cast(flow.inverse(z, context<T>(ys, classes)).y) - expect("samples", F)),
+               esu = max_abs(cast(flow.inverse(z, context<T>(std::vector<double>(ys.size(), -1), classes)).y) -
                              expect("samples_uncond", F));
   INFO("max |error|: z ", ez, ", log-det ", eld, ", z (no label) ", ezu, ", log-det (no label) ", eldu,
        ", inverse ", es, ", inverse (no label) ", esu);

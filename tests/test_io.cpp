@@ -526,3 +526,26 @@ TEST_CASE("TarFlow's buffers are its patchify permutation and each block's token
   CHECK(m.block(0).order() == r.block(0).order());
   std::remove(path.c_str());
 }
+
+TEST_CASE("Standardize's fitted statistics are saved and restored with the flow (a fresh, unfitted flow loads them)") {
+  using D = Cpu<double>;
+  const std::string path = temp_file("standardize.safetensors");
+  HostMatrix<double> xh = to_host(randn<D>(50, 3, 70));
+  xh.col(0).array() = 4 + 2 * xh.col(0).array();
+  const auto x = from_host<D>(xh);
+  Rng rng(71);
+  auto c = make_coupling<D>(masks::half(3, 0), {5}, rng);
+  randomize(c, 72);
+  using Flow = Sequential<Standardize<D>, decltype(c)>;
+  Flow a(Standardize<D>(3), c);
+  a.data_init(x);
+  REQUIRE(layer<0>(a).fitted());
+  io::save_safetensors(path, a);
+  CHECK(io::read_safetensors(path).header.tensors.at("0.mean").dtype == "F64");
+  Flow b(Standardize<D>(3), c);
+  CHECK((to_host(log_prob(b, x)) - to_host(log_prob(a, x))).cwiseAbs().maxCoeff() > 0.1);  // unfitted: identity
+  io::load_safetensors(path, b);
+  CHECK(layer<0>(b).fitted());
+  CHECK(to_host(log_prob(b, x)) == to_host(log_prob(a, x)));
+  std::remove(path.c_str());
+}

@@ -130,15 +130,15 @@ TEST_CASE("training-time CFG: at w = 0 the guidance embedding contributes exactl
   ReverseModel<D> g(tiny_reverse(true, true), rng);
   randomize(g, 6);
   const Tensor<D> z = randn<D>(2, 8, 7), cond = cond_rows({0, 1}, 3);
-  const HostMatrix<double> a0 = to_host(g.sample(z, cond, Tensor<D>(2, 1)));
-  const HostMatrix<double> a1 = to_host(g.sample(z, cond, constant<D>(2, 1, 1.0)));
+  const HostMatrix<double> a0 = to_host(g.generate(z, cond, Tensor<D>(2, 1)));
+  const HostMatrix<double> a1 = to_host(g.generate(z, cond, constant<D>(2, 1, 1.0)));
   ReverseModel<D> h = g;
   Rng r2(9);
   h.guidance_embed.visit_parameters([&](const std::string&, auto& p) { fill_normal(p.value, r2, 0.0, 1.0); }, "");
-  CHECK(max_abs(a0, to_host(h.sample(z, cond, Tensor<D>(2, 1)))) == 0.0);
-  CHECK(max_abs(a0, to_host(g.sample(z, cond))) == 0.0);  // no w = w 0
+  CHECK(max_abs(a0, to_host(h.generate(z, cond, Tensor<D>(2, 1)))) == 0.0);
+  CHECK(max_abs(a0, to_host(g.generate(z, cond))) == 0.0);  // no w = w 0
   CHECK(max_abs(a0, a1) > 1e-6);
-  CHECK(max_abs(a1, to_host(h.sample(z, cond, constant<D>(2, 1, 1.0)))) > 1e-6);
+  CHECK(max_abs(a1, to_host(h.generate(z, cond, constant<D>(2, 1, 1.0)))) > 1e-6);
 }
 
 TEST_CASE("inference-time CFG on G: w = 0 is the conditional model; the null rows are the unconditional one") {
@@ -146,9 +146,9 @@ TEST_CASE("inference-time CFG on G: w = 0 is the conditional model; the null row
   ReverseModel<D> g(tiny_reverse(true), rng);
   randomize(g, 6);
   const Tensor<D> z = randn<D>(2, 8, 7), cond = cond_rows({0, 1}, 3), null = cond_rows({2, 2}, 3);
-  const HostMatrix<double> c = to_host(g.sample(z, cond)), u = to_host(g.sample(z, null));
-  CHECK(max_abs(to_host(g.sample_guided(z, cond, 0.0)), c) < 1e-12);
-  CHECK(max_abs(to_host(g.sample_guided(z, cond, 2.0)), c + 2.0 * (c - u)) < 1e-12);
+  const HostMatrix<double> c = to_host(g.generate(z, cond)), u = to_host(g.generate(z, null));
+  CHECK(max_abs(to_host(g.generate_guided(z, cond, 0.0)), c) < 1e-12);
+  CHECK(max_abs(to_host(g.generate_guided(z, cond, 2.0)), c + 2.0 * (c - u)) < 1e-12);
 }
 
 TEST_CASE("ReverseModel names its parameters and reports misuse with the expected and given shapes") {
@@ -167,12 +167,12 @@ TEST_CASE("ReverseModel names its parameters and reports misuse with the expecte
   CHECK_FALSE(has("stages.0.embed.weight"));
   CHECK_FALSE(has("proj_out.weight"));
   const Tensor<D> cond = cond_rows({0, 1}, 3);
-  CHECK(message<shape_error>([&] { g.sample(randn<D>(2, 7, 1), cond); }).find("8") != std::string::npos);
-  CHECK(message<usage_error>([&] { g.sample(randn<D>(2, 8, 1)); }).find("no context") != std::string::npos);
+  CHECK(message<shape_error>([&] { g.generate(randn<D>(2, 7, 1), cond); }).find("8") != std::string::npos);
+  CHECK(message<shape_error>([&] { g.generate(randn<D>(2, 8, 1)); }).find("no context") != std::string::npos);
   ReverseModel<D> plain(tiny_reverse(), rng);
-  CHECK(message<usage_error>([&] { plain.sample(randn<D>(2, 8, 1), {}, Tensor<D>(2, 1)); }).find("guidance") !=
+  CHECK(message<usage_error>([&] { plain.generate(randn<D>(2, 8, 1), {}, Tensor<D>(2, 1)); }).find("guidance") !=
         std::string::npos);
-  CHECK(message<usage_error>([&] { plain.sample_guided(randn<D>(2, 8, 1), cond, 1.0); }).find("unconditional") !=
+  CHECK(message<usage_error>([&] { plain.generate_guided(randn<D>(2, 8, 1), cond, 1.0); }).find("unconditional") !=
         std::string::npos);
   CHECK(message<usage_error>([&] {
           ReverseConfig c = tiny_reverse();
@@ -252,6 +252,29 @@ TEST_CASE("feature distance compares in the network's feature space; its gradien
   check_distance(Sum<Mse, Feature<MlpFeatures<D>, Cosine>>{{}, {&net}, 1.0, 0.5}, a, b);
   CHECK(message<usage_error>([&] { Feature<MlpFeatures<D>>{}.per_row(a, b); }).find("no network") != std::string::npos);
   CHECK(message<shape_error>([&] { fd.per_row(a, randn<D>(2, 5, 1)); }).find("target") != std::string::npos);
+}
+
+TEST_CASE("AnyDistance holds a distance chosen at run time and gives exactly its values and gradients") {
+  Rng rng(5);
+  MlpFeatures<D> net({5, 7, 6}, rng);
+  const Tensor<D> a = randn<D>(3, 5, 1), b = randn<D>(3, 5, 2), w = randn<D>(3, 1, 3);
+  const Sum<Mse, Feature<MlpFeatures<D>, Cosine>> direct{{}, {&net}, 1.0, 0.5};
+  for (const bool use_l1 : {false, true}) {
+    const AnyDistance<D> any = use_l1 ? AnyDistance<D>(L1{}) : AnyDistance<D>(direct);
+    const HostMatrix<double> v = use_l1 ? to_host(L1{}.per_row(a, b)) : to_host(direct.per_row(a, b));
+    const HostMatrix<double> g = use_l1 ? to_host(L1{}.grad(a, b, w)) : to_host(direct.grad(a, b, w));
+    CHECK(any.name() == (use_l1 ? "l1" : "mse+feature(cosine)"));
+    CHECK(max_abs(to_host(any.per_row(a, b)), v) == 0.0);
+    CHECK(max_abs(to_host(any.grad(a, b, w)), g) == 0.0);
+  }
+  // It is a distance itself: it composes (Adaptive<AnyDistance>) and passes the finite-difference check.
+  const AnyDistance<D> any = direct;
+  check_distance(any, a, b);
+  const Adaptive<AnyDistance<D>> ad{any, 0.5, 1e-3};
+  const Adaptive<Sum<Mse, Feature<MlpFeatures<D>, Cosine>>> ad_direct{direct, 0.5, 1e-3};
+  CHECK(max_abs(to_host(ad.grad(a, b, w)), to_host(ad_direct.grad(a, b, w))) == 0.0);
+  CHECK(message<usage_error>([&] { AnyDistance<D>{}.per_row(a, b); }).find("no distance was assigned") !=
+        std::string::npos);
 }
 
 TEST_CASE("distance_loss is the batch mean and its gradient is scaled by weight / N") {

@@ -341,11 +341,11 @@ TEST_CASE_TEMPLATE("TarFlow model: exact inverse, trajectory, and parameter name
   const auto cond = one_hot_rows<B>({0, 1, 2, 3}, 4);
   typename TarFlow<B>::Context ctx;
   const auto f = model.forward(x, ctx, cond);
-  const auto inv = model.sample(f.y, cond);
+  const auto inv = model.inverse(f.y, cond);
   const double tol = std::is_same_v<T, double> ? 1e-10 : 1e-4;
   CHECK(max_abs(host(inv.y), host(x)) < tol);
   CHECK(max_abs(host(inv.logdet), -host(f.logdet)) < tol);
-  CHECK(max_abs(host(model.sample_uncached(f.y, cond).y), host(x)) < tol);
+  CHECK(max_abs(host(model.inverse_uncached(f.y, cond).y), host(x)) < tol);
   typename TarFlow<B>::Context c2;
   const auto traj = model.forward_trajectory(x, c2, cond);
   REQUIRE(traj.states.size() == 4);
@@ -468,7 +468,7 @@ TEST_CASE("ImageNet-latent shape: 4x32x32, patch 2 (T = 256), 1000 classes runs 
   const auto dx = model.backward(ctx, f.y, constant<B>(2, 1, -1.0f));
   CHECK(dx.cols() == 4096);
   CHECK(all_finite(dx));
-  const auto inv = model.sample(f.y, cond, {1.0, true, {}});  // guided decoding runs too
+  const auto inv = model.inverse(f.y, cond, Guidance<B>{1.0, true, {}});  // guided decoding runs too
   CHECK(all_finite(inv.y));
-  CHECK(max_abs(host(model.sample(f.y, cond).y), host(x)) < 1e-3);
+  CHECK(max_abs(host(model.inverse(f.y, cond).y), host(x)) < 1e-3);
 }

@@ -1,5 +1,5 @@
 // EXPECT: nn module: missing `Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all)` returning dx
-#include <biflow/biflow.hpp>
+#include <biflow/flow/coupling.hpp>
 using B = biflow::Cpu<float>;
 struct HalfNet {  // forward only: not usable as a conditioner
   using backend = B;

@@ -1,4 +1,4 @@
 // EXPECT: only float is supported on the GPU
-#include <biflow/biflow.hpp>
+#include <biflow/backend/tags.hpp>
 biflow::Cuda<double>::scalar x = 0;
 int main() {}

@@ -1,5 +1,6 @@
 // EXPECT: index I is past the last layer
-#include <biflow/biflow.hpp>
+#include <biflow/flow/permutation.hpp>
+#include <biflow/flow/sequential.hpp>
 using B = biflow::Cpu<float>;
 int main() {
   biflow::Sequential<biflow::Permutation<B>> s(biflow::Permutation<B>::reverse(2));

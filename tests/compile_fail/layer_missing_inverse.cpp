@@ -1,5 +1,6 @@
 // EXPECT: flow layer: missing `FlowOut<B> inverse(y, cond, policy) const`
-#include <biflow/biflow.hpp>
+#include <biflow/flow/permutation.hpp>
+#include <biflow/flow/sequential.hpp>
 using B = biflow::Cpu<float>;
 // A user layer that forgot its inverse.
 struct NoInverse {

@@ -1,5 +1,5 @@
 // EXPECT: nn module: missing `Tensor<B> forward(const Tensor<B>& x) const` (the inference pass
-#include <biflow/biflow.hpp>
+#include <biflow/flow/coupling.hpp>
 using B = biflow::Cpu<float>;
 // A 0.2-style conditioner: training forward and backward, but no inference pass.
 struct OldNet {

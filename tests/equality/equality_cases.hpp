@@ -441,12 +441,12 @@ TEST_CASE_TEMPLATE("equality: TarBlock and TarFlow match the reference: forward,
   const Pair z = randn(5, 16, 4);
   for (double w : {0.0, 2.0}) {
     CAPTURE(w);
-    same("TarFlow.sample (KV cache, guidance)", mr.sample(z.r, cond.r, Guidance<R>{w, true, {}}).y,
-         m.sample(z.b, cond.b, Guidance<B>{w, true, {}}).y, 1e-3);
+    same("TarFlow.inverse (KV cache, guidance)", mr.inverse(z.r, cond.r, Guidance<R>{w, true, {}}).y,
+         m.inverse(z.b, cond.b, Guidance<B>{w, true, {}}).y, 1e-3);
   }
-  const auto xb = m.sample(z.b, cond.b).y;
-  const auto xr = mr.sample(z.r, cond.r).y;
-  same("sample_uncached equals the cached decode", xr, m.sample_uncached(z.b, cond.b).y, 1e-3);
+  const auto xb = m.inverse(z.b, cond.b).y;
+  const auto xr = mr.inverse(z.r, cond.r).y;
+  same("inverse_uncached equals the cached decode", xr, m.inverse_uncached(z.b, cond.b).y, 1e-3);
   same("score", score(mr, xr, cond.r), score(m, xb, cond.b), 1e-3);
   same("denoise (Tweedie step)", denoise(mr, xr, 0.1, cond.r), denoise(m, xb, 0.1, cond.b), 1e-3);
   same("log_prob", log_prob(mr, xr, cond.r), log_prob(m, xb, cond.b), 1e-3);
@@ -480,7 +480,7 @@ TEST_CASE_TEMPLATE("equality: reverse stages and ReverseModel match the referenc
     const Pair dh = randn(cb.hidden[0].rows(), cb.hidden[0].cols(), 8), dout = randn(5, 16, 9);
     same("ReverseModel.backward", gr.backward(cr, dout.r, {dh.r}), g.backward(cb, dout.b, {dh.b}));
     same_grads(g, gr);
-    same("sample_guided", gr.sample_guided(z.r, cond.r, 1.5), g.sample_guided(z.b, cond.b, 1.5));
+    same("generate_guided", gr.generate_guided(z.r, cond.r, 1.5), g.generate_guided(z.b, cond.b, 1.5));
   }
 }
 

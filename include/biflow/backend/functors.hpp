@@ -87,6 +87,13 @@ struct MulExpNeg {  // g * exp(-a)
   BIFLOW_HOST_DEVICE T operator()(T g, T a) const { return g * std::exp(-a); }
 };
 
+/// (x - m)^2 * s (variances: ActNorm, Standardize)
+struct SqDiffScaled {
+  double s;
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T x, T m) const { return (x - m) * (x - m) * T(s); }
+};
+
 /// Classifier-free guidance: cond + w·(cond − uncond).
 struct Guide {
   double w;

@@ -5,7 +5,8 @@
 //   gemm, gemm_batched, map, for_each, row_sum, col_sum, sum, sum_sq, sum_sq_into, all_finite, set_zero, fill, slice_cols,
 //   concat_cols, gather_cols, copy_block, add_repeat_rows, sum_row_groups, softmax_rows(_backward),
 //   layernorm_forward/backward, fill_normal, fill_uniform, inverse,
-//   make_indices, from_host, to_host
+//   make_indices, from_host, to_host, synchronize, memory_usage, reset_peak_memory
+// check_backend<B>() (check.hpp) lists them with their signatures; a new backend provides each one.
 //
 // Below: backend-independent conveniences built only from those primitives.
 #include <algorithm>
@@ -15,6 +16,7 @@
 #if defined(__CUDACC__)
 #include "cuda/ops.cuh"
 #endif
+#include "check.hpp"
 
 namespace biflow {
 

@@ -32,12 +32,15 @@ template <class B>
 class Tensor {
   static_assert(dependent_false<B>,
                 "biflow::Tensor<B>: no tensor for this backend. Use Cpu<float>, Cpu<double>, or Cuda<float> "
-                "(the latter only in .cu files compiled by nvcc).");
+                "(the latter only in .cu files compiled by nvcc), or specialise biflow::Tensor<B> for your own "
+                "backend (docs/backends.md).");
 };
 
 template <class B>
 class Indices {
-  static_assert(dependent_false<B>, "biflow::Indices<B>: no index buffer for this backend.");
+  static_assert(dependent_false<B>,
+                "biflow::Indices<B>: no index buffer for this backend; specialise biflow::Indices<B> for your own "
+                "backend (docs/backends.md).");
 };
 
 /// Cpu tensor: owns an Eigen row-major matrix. Copies are deep.
@@ -83,17 +86,46 @@ class Indices<Cpu<T>> {
   std::vector<std::int32_t> v_;
 };
 
-/// Explicit host -> backend copy (a plain copy on Cpu; an upload on Cuda).
+/// Explicit host -> backend copy (a plain copy on Cpu; an upload on Cuda). A backend provides it as
+/// `backend_from_host(backend_tag<B>, const HostMatrix<scalar>&)`.
 template <class B>
-  requires is_cpu<B>::value
 Tensor<B> from_host(const HostMatrix<typename B::scalar>& m) {
-  return Tensor<B>(m);
+  return backend_from_host(backend_tag<B>{}, m);
+}
+template <class T>
+Tensor<Cpu<T>> backend_from_host(backend_tag<Cpu<T>>, const HostMatrix<T>& m) {
+  return Tensor<Cpu<T>>(m);
 }
 /// Explicit backend -> host copy (a plain copy on Cpu; a download on Cuda).
-template <class B>
-  requires is_cpu<B>::value
-HostMatrix<typename B::scalar> to_host(const Tensor<B>& t) {
+template <class T>
+HostMatrix<T> to_host(const Tensor<Cpu<T>>& t) {
   return t.eigen();
+}
+
+/// Index buffer (gathers, permutations) on the backend; provided as `backend_make_indices(backend_tag<B>, v)`.
+template <class B>
+Indices<B> make_indices(std::vector<std::int32_t> v) {
+  return backend_make_indices(backend_tag<B>{}, std::move(v));
+}
+
+/// Bytes a backend's tensors occupy now and at their peak since start or the last reset_peak_memory<B>(); -1
+/// where the backend cannot tell. Cpu: the process's resident set; Cuda: the device memory pool.
+struct MemoryUsage {
+  long long current = -1, peak = -1;
+};
+/// Returns when the work issued so far on B is done (no-op on Cpu): time GPU work between two of these.
+template <class B>
+void synchronize() {
+  backend_synchronize(backend_tag<B>{});
+}
+template <class B>
+MemoryUsage memory_usage() {
+  return backend_memory_usage(backend_tag<B>{});
+}
+/// Starts a new peak at the current usage; false where the backend cannot reset it.
+template <class B>
+bool reset_peak_memory() {
+  return backend_reset_peak_memory(backend_tag<B>{});
 }
 
 /// Copy of t viewed as rows x cols.

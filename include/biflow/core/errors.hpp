@@ -9,7 +9,8 @@ namespace biflow {
 struct error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
-/// A tensor had the wrong number of rows or columns; the message names expected and actual.
+/// A tensor had the wrong number of rows or columns; the message names expected and actual. A missing context for a
+/// conditional model, or a context given to an unconditional one, is a shape_error everywhere.
 struct shape_error : error {
   using error::error;
 };

@@ -23,11 +23,6 @@ struct NegLogSqrtEps {  // -log(sqrt(v) + eps)
   template <class T>
   BIFLOW_HOST_DEVICE T operator()(T v) const { return -std::log(std::sqrt(v) + T(eps)); }
 };
-struct SqDiffScaled {  // (x - m)^2 * s
-  double s;
-  template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T x, T m) const { return (x - m) * (x - m) * T(s); }
-};
 }  // namespace fn
 
 template <Backend B>

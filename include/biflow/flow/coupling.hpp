@@ -33,7 +33,7 @@ struct CouplingDsRaw {
 
 template <Backend B, class Net = MLP<B, act::ReLU>>
 class AffineCoupling : public FlowLayerBase<AffineCoupling<B, Net>, B> {
-  static_assert(check_module<Net>());
+  static_assert(check_module_contract<Net>());
   static_assert(std::is_same_v<typename Net::backend, B>,
                 "AffineCoupling<B, Net>: the conditioner network must use the same backend as the layer.");
 

@@ -45,7 +45,8 @@ Tensor<typename F::backend> log_prob(const F& flow, const Tensor<typename F::bac
              row_sum(zip(fn::HalfSq{}, o.y)), o.logdet);
 }
 
-/// n samples x = F⁻¹(z), z ~ N(0, I) at the given temperature (std of z).
+/// n samples x = F⁻¹(z), z ~ N(0, I) at the given temperature (std of z). "sample" always draws its own noise;
+/// to map given noise use flow.inverse(z, cond) (or G's generate(z, cond)).
 template <FlowLayer F>
 Tensor<typename F::backend> sample(const F& flow, long n, Rng& rng, const Tensor<typename F::backend>& cond = {},
                                    double temperature = 1.0) {
@@ -53,6 +54,28 @@ Tensor<typename F::backend> sample(const F& flow, long n, Rng& rng, const Tensor
   Tensor<B> z = StandardNormal::sample<B>(n, flow.features(), rng);
   if (temperature != 1.0) map(z, fn::Scale{temperature}, z);
   return flow.inverse(z, cond, logdet::none).y;
+}
+
+/// Samples with their log-density under the flow.
+template <class B>
+struct SampleLogProb {
+  Tensor<B> x;         ///< n x features
+  Tensor<B> log_prob;  ///< n x 1: log p(x), the model's density at x
+};
+/// n samples and log p of each in one inverse pass: log p(x) = log N(z; 0, I) − log|det ∂x/∂z| with
+/// x = F⁻¹(z). At a temperature ≠ 1 the noise is scaled, and log_prob is still the model's density at the x
+/// returned (not the density of the tempered sampler).
+template <FlowLayer F>
+SampleLogProb<typename F::backend> sample_and_log_prob(const F& flow, long n, Rng& rng,
+                                                       const Tensor<typename F::backend>& cond = {},
+                                                       double temperature = 1.0) {
+  using B = typename F::backend;
+  Tensor<B> z = StandardNormal::sample<B>(n, flow.features(), rng);
+  if (temperature != 1.0) map(z, fn::Scale{temperature}, z);
+  FlowOut<B> o = flow.inverse(z, cond, logdet::analytic);
+  Tensor<B> lp = StandardNormal::log_prob(z);
+  if (!o.logdet.empty()) map(lp, fn::Sub{}, lp, o.logdet);  // empty: volume-preserving throughout
+  return {std::move(o.y), std::move(lp)};
 }
 
 }  // namespace biflow

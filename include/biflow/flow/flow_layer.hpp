@@ -29,9 +29,17 @@ concept FlowLayer = requires(L& m, const L& cm, typename L::Context& ctx, const 
   m.visit_parameters(detail::AnyVisitor{}, std::string{});
 };
 
-/// One readable sentence per missing piece of the FlowLayer contract; `static_assert(check_flow_layer<L>())`.
+/// L's inverse takes the option Opt: `inverse(y, cond, opt, policy)` (Guidance<B> for TARFlow blocks). A
+/// composite takes an option when one of its layers does, and hands it to exactly those layers.
+template <class L, class Opt>
+concept TakesInverseOption = requires(const L& l, const Tensor<typename L::backend>& y, const Opt& o) {
+  { l.inverse_impl(y, y, true, o) } -> std::same_as<FlowOut<typename L::backend>>;
+};
+
+/// One readable sentence per missing piece of the FlowLayer contract; `static_assert(check_flow_layer_contract<L>())`.
+/// (Compile time; the numerical checker is testing::check_flow_layer(layer, x).)
 template <class L>
-constexpr bool check_flow_layer() {
+constexpr bool check_flow_layer_contract() {
   static_assert(requires { typename L::backend; },
                 "flow layer: missing `using backend = Cpu<T> or Cuda<T>;` (see docs/module-contract.md)");
   static_assert(requires { typename L::Context; },
@@ -61,6 +69,11 @@ constexpr bool check_flow_layer() {
                 "(may be empty for parameter-free layers)");
   return true;
 }
+template <class L>
+[[deprecated("biflow 0.3: the compile-time check is check_flow_layer_contract<L>(); testing::check_flow_layer(layer, "
+             "x) is the numerical one")]] constexpr bool check_flow_layer() {
+  return check_flow_layer_contract<L>();
+}
 
 /// rows x 1 tensor, every entry sign·Σ v for the 1 x D row v (a data-independent log-det such as Σ log_scale),
 /// built on the backend without a host round trip.
@@ -85,6 +98,8 @@ Tensor<B> backward_input(const L& layer, const typename L::Context& ctx, const T
 /// bool want_logdet).
 template <class Derived, Backend B>
 class FlowLayerBase {
+  static_assert(check_backend<B>());  // a backend missing a primitive fails here, with its name
+
  public:
   using backend = B;
 
@@ -112,6 +127,20 @@ class FlowLayerBase {
       out.logdet = from_host<B>(HostMatrix<typename B::scalar>(-ld));
     }
     return out;
+  }
+  /// Inverse with an option the flow's layers understand (Guidance<B> for TARFlow blocks: classifier-free
+  /// guidance while decoding); layers that do not take it invert as usual.
+  template <class Opt, LogDetPolicy P = logdet::Analytic>
+    requires(!LogDetPolicy<Opt>)
+  FlowOut<B> inverse(const Tensor<B>& y, const Tensor<B>& cond, const Opt& opt, P = {}) const {
+    static_assert(TakesInverseOption<Derived, Opt>,
+                  "flow layer inverse(y, cond, option, policy): no layer of this flow takes this option type (a "
+                  "layer takes an option by defining inverse_impl(y, cond, bool want_logdet, const Option&))");
+    static_assert(!std::is_same_v<P, logdet::BruteForce>,
+                  "flow layer inverse(y, cond, option, logdet::brute_force): an inverse with options (e.g. guided "
+                  "decoding) is not the inverse of forward, so forward's Jacobian does not give its log-det");
+    check_inputs("inverse", y, cond);
+    return self().inverse_impl(y, cond, P::compute, opt);
   }
 
  protected:

@@ -32,6 +32,16 @@ FlowOut<B> child_forward(const L& l, const Tensor<B>& x, typename L::Context* c,
   if (c) return want_logdet ? l.forward(x, *c, cond, logdet::analytic) : l.forward(x, *c, cond, logdet::none);
   return want_logdet ? l.forward(x, cond, logdet::analytic) : l.forward(x, cond, logdet::none);
 }
+/// No inverse option (the plain inverse).
+struct NoOption {};
+/// One child's inverse: with the option when the child takes it, plain otherwise.
+template <class L, class B, class Opt>
+FlowOut<B> child_inverse(const L& l, const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet, const Opt& opt) {
+  if constexpr (!std::is_same_v<Opt, NoOption> && TakesInverseOption<L, Opt>)
+    return want_logdet ? l.inverse(y, cond, opt, logdet::analytic) : l.inverse(y, cond, opt, logdet::none);
+  else
+    return want_logdet ? l.inverse(y, cond, logdet::analytic) : l.inverse(y, cond, logdet::none);
+}
 template <class L, class B>
 void maybe_data_init(L& layer, const Tensor<B>& x, const Tensor<B>& cond) {
   if constexpr (requires { layer.data_init(x, cond); }) layer.data_init(x, cond);
@@ -41,7 +51,7 @@ void maybe_data_init(L& layer, const Tensor<B>& x, const Tensor<B>& cond) {
 template <class... Ls>
 class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_element_t<0, std::tuple<Ls...>>::backend> {
   static_assert(sizeof...(Ls) > 0, "Sequential<>: a flow needs at least one layer.");
-  static_assert((check_flow_layer<Ls>() && ...));
+  static_assert((check_flow_layer_contract<Ls>() && ...));
   using B0 = typename std::tuple_element_t<0, std::tuple<Ls...>>::backend;
   static_assert((std::is_same_v<typename Ls::backend, B0> && ...),
                 "Sequential<L...>: all layers must use the same backend (e.g. all Cpu<float>).");
@@ -87,12 +97,13 @@ class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_e
     return trajectory(x, nullptr, cond, P::compute);
   }
   FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet) const {
-    FlowOut<B> acc{y, {}};
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      constexpr std::size_t n = sizeof...(Ls);
-      (step_inverse<n - 1 - I>(acc, cond, want_logdet), ...);
-    }(std::index_sequence_for<Ls...>{});
-    return acc;
+    return run_inverse(y, cond, want_logdet, seq_detail::NoOption{});
+  }
+  /// Inverse with an option (e.g. Guidance<B>), handed to the layers that take it.
+  template <class Opt>
+    requires(TakesInverseOption<Ls, Opt> || ...)
+  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet, const Opt& opt) const {
+    return run_inverse(y, cond, want_logdet, opt);
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
                      GradMode mode = GradMode::all) {
@@ -151,12 +162,19 @@ class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_e
      ...);
     return acc;
   }
-  template <std::size_t I>
-  void step_inverse(FlowOut<B>& acc, const Tensor<B>& cond, bool want_logdet) const {
-    const auto& l = std::get<I>(layers_);
-    FlowOut<B> o = want_logdet ? l.inverse(acc.y, cond, logdet::analytic) : l.inverse(acc.y, cond, logdet::none);
-    acc.y = std::move(o.y);
-    seq_detail::add_logdet(acc.logdet, o.logdet);
+  template <class Opt>
+  FlowOut<B> run_inverse(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet, const Opt& opt) const {
+    FlowOut<B> acc{y, {}};
+    auto step = [&](const auto& l) {
+      FlowOut<B> o = seq_detail::child_inverse(l, acc.y, cond, want_logdet, opt);
+      acc.y = std::move(o.y);
+      seq_detail::add_logdet(acc.logdet, o.logdet);
+    };
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      constexpr std::size_t n = sizeof...(Ls);
+      (step(std::get<n - 1 - I>(layers_)), ...);
+    }(std::index_sequence_for<Ls...>{});
+    return acc;
   }
   std::tuple<Ls...> layers_;
 };
@@ -169,7 +187,7 @@ inline constexpr std::size_t dynamic = static_cast<std::size_t>(-1);
 template <std::size_t N, class Block>
 class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
   static_assert(N > 0, "Repeat<N, Block>: N must be at least 1; a repeat of zero blocks is not a flow.");
-  static_assert(check_flow_layer<Block>());
+  static_assert(check_flow_layer_contract<Block>());
 
  public:
   using B = typename Block::backend;
@@ -222,14 +240,13 @@ class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
     return trajectory(x, nullptr, cond, P::compute);
   }
   FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet) const {
-    FlowOut<B> acc{y, {}};
-    for (std::size_t i = blocks_.size(); i-- > 0;) {
-      FlowOut<B> o = want_logdet ? blocks_[i].inverse(acc.y, cond, logdet::analytic)
-                                 : blocks_[i].inverse(acc.y, cond, logdet::none);
-      acc.y = std::move(o.y);
-      seq_detail::add_logdet(acc.logdet, o.logdet);
-    }
-    return acc;
+    return run_inverse(y, cond, want_logdet, seq_detail::NoOption{});
+  }
+  /// Inverse with an option the blocks take (e.g. Guidance<B> for TarBlock).
+  template <class Opt>
+    requires TakesInverseOption<Block, Opt>
+  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet, const Opt& opt) const {
+    return run_inverse(y, cond, want_logdet, opt);
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
                      GradMode mode = GradMode::all) {
@@ -254,6 +271,16 @@ class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
   }
 
  private:
+  template <class Opt>
+  FlowOut<B> run_inverse(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet, const Opt& opt) const {
+    FlowOut<B> acc{y, {}};
+    for (std::size_t i = blocks_.size(); i-- > 0;) {
+      FlowOut<B> o = seq_detail::child_inverse(blocks_[i], acc.y, cond, want_logdet, opt);
+      acc.y = std::move(o.y);
+      seq_detail::add_logdet(acc.logdet, o.logdet);
+    }
+    return acc;
+  }
   Trajectory<B> trajectory(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
     this->check_inputs("forward_trajectory", x, cond);
     Trajectory<B> t;

@@ -53,6 +53,12 @@ struct Guidance {
   bool anneal = false;
   Tensor<B> uncond;  ///< unconditional context (rows x cond_features); empty: the null label (last column)
 };
+/// Inverse option: decode without the KV cache (T − 1 full transformer passes per block, O(T²) work) — the
+/// reference the cached decode is tested against; same guidance semantics.
+template <class B>
+struct UncachedDecode {
+  Guidance<B> guidance;
+};
 
 template <Backend B>
 class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
@@ -158,6 +164,14 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
   /// Exact inverse by KV-cached causal decoding (no guidance).
   FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, bool want_logdet) const {
     return decode(z, cond, Guidance<B>{}, want_logdet);
+  }
+  /// The inverse options of a TARFlow block: `inverse(z, cond, Guidance<B>{w, anneal, uncond})` decodes with
+  /// classifier-free guidance; `inverse(z, cond, UncachedDecode<B>{g})` without the KV cache.
+  FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, bool want_logdet, const Guidance<B>& g) const {
+    return decode(z, cond, g, want_logdet);
+  }
+  FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, bool, const UncachedDecode<B>& o) const {
+    return decode_uncached(z, cond, o.guidance);
   }
 
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,

@@ -69,38 +69,35 @@ class TarFlow : public FlowLayerBase<TarFlow<B>, B> {
     return layer<1>(flow_).forward_trajectory(patchify().forward(x, cond, logdet::none).y, cond);
   }
   FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, bool want_logdet) const {
-    return sample(z, cond, Guidance<B>{}, want_logdet);
+    return seq_detail::child_inverse(flow_, z, cond, want_logdet, seq_detail::NoOption{});
+  }
+  /// The exact inverse is KV-cached decoding through the blocks in reverse, B·(T − 1) sequential steps;
+  /// `inverse(z, cond, Guidance<B>{w, anneal, uncond})` adds classifier-free guidance, handed by the composition
+  /// to every block; returns images (C x H x W rows).
+  template <class Opt>
+    requires TakesInverseOption<Flow, Opt>
+  FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, bool want_logdet, const Opt& opt) const {
+    return seq_detail::child_inverse(flow_, z, cond, want_logdet, opt);
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
                      GradMode mode = GradMode::all) {
     return flow_.backward(ctx, dy, dlogdet, mode);
   }
 
-  /// Exact inverse of noise z (rows x T·D): KV-cached decoding through the blocks in reverse, B·(T − 1)
-  /// sequential steps, optionally with classifier-free guidance; returns images (C x H x W rows).
+  /// The inverse without KV cache (O(T²) transformer passes per block): the reference the cached decode is
+  /// tested against.
+  FlowOut<B> inverse_uncached(const Tensor<B>& z, const Tensor<B>& cond = {}, const Guidance<B>& g = {}) const {
+    return this->inverse(z, cond, UncachedDecode<B>{g});
+  }
+  [[deprecated("biflow 0.3: TarFlow::sample(z, cond, g, want_logdet) is now inverse(z, cond, g, policy); "
+               "sample(flow, n, rng) draws its own noise")]]
   FlowOut<B> sample(const Tensor<B>& z, const Tensor<B>& cond = {}, const Guidance<B>& g = {},
                     bool want_logdet = true) const {
-    this->check_inputs("sample", z, cond);
-    FlowOut<B> acc{z, {}};
-    for (std::size_t i = blocks(); i-- > 0;) {
-      FlowOut<B> o = block(i).decode(acc.y, cond, g, want_logdet);
-      acc.y = std::move(o.y);
-      if (want_logdet) seq_detail::add_logdet(acc.logdet, o.logdet);
-    }
-    acc.y = patchify().inverse(acc.y, {}, logdet::none).y;
-    return acc;
+    return want_logdet ? this->inverse(z, cond, g, logdet::analytic) : this->inverse(z, cond, g, logdet::none);
   }
-  /// The same without KV cache (O(T²) transformer passes per block): the reference sample() is tested against.
+  [[deprecated("biflow 0.3: TarFlow::sample_uncached is now inverse_uncached")]]
   FlowOut<B> sample_uncached(const Tensor<B>& z, const Tensor<B>& cond = {}, const Guidance<B>& g = {}) const {
-    this->check_inputs("sample_uncached", z, cond);
-    FlowOut<B> acc{z, {}};
-    for (std::size_t i = blocks(); i-- > 0;) {
-      FlowOut<B> o = block(i).decode_uncached(acc.y, cond, g);
-      acc.y = std::move(o.y);
-      seq_detail::add_logdet(acc.logdet, o.logdet);
-    }
-    acc.y = patchify().inverse(acc.y, {}, logdet::none).y;
-    return acc;
+    return inverse_uncached(z, cond, g);
   }
 
   /// Parameters named "blocks.{i}.proj_in.weight", "blocks.{i}.layers.{k}.attn.qkv.weight", … (the

@@ -23,9 +23,10 @@ concept Module = requires(M& m, const M& cm, typename M::Context& ctx, const Ten
 };
 
 /// Spells out which part of the Module contract M misses (a readable compile error instead of a
-/// wall of substitution failures). Call as `static_assert(check_module<M>())`.
+/// wall of substitution failures). Call as `static_assert(check_module_contract<M>())`.
+/// (Compile time; the numerical checker is testing::check_module(m, x).)
 template <class M>
-constexpr bool check_module() {
+constexpr bool check_module_contract() {
   static_assert(requires { typename M::backend; }, "nn module: missing `using backend = <Cpu<T> or Cuda<T>>;`");
   static_assert(requires { typename M::Context; },
                 "nn module: missing `struct Context` (what forward saves for backward)");
@@ -47,6 +48,11 @@ constexpr bool check_module() {
   static_assert(requires(M& m) { m.visit_parameters(detail::AnyVisitor{}, std::string{}); },
                 "nn module: missing `template <class V> void visit_parameters(V&& v, const std::string& prefix)`");
   return true;
+}
+template <class M>
+[[deprecated("biflow 0.3: the compile-time check is check_module_contract<M>(); testing::check_module(m, x) is the "
+             "numerical one")]] constexpr bool check_module() {
+  return check_module_contract<M>();
 }
 
 /// Input-only backward through a const module. Under GradMode::input_only the contract forbids a backward to

@@ -16,6 +16,7 @@ namespace biflow {
 /// Set it per parameter, or for a whole model with FrozenScope.
 template <class B>
 struct Parameter {
+  static_assert(check_backend<B>());  // a backend missing a primitive fails here, with its name
   Tensor<B> value;
   Tensor<B> grad;
   bool frozen = false;

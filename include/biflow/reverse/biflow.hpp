@@ -24,26 +24,34 @@ Tensor<B> to_states(const Flow& f, const Tensor<B>& data) {
   }
 }
 
+/// F and G side by side (references; neither is modified). Members are named for what they are — `flow` (F) and
+/// `reverse_model` (G) — so a forward pass reads `bf.flow.forward(x)`.
 template <class Flow, class G>
 struct BiFlow {
   using B = typename Flow::backend;
   static_assert(std::is_same_v<B, typename G::backend>, "BiFlow: F and G must use the same backend");
-  const Flow& forward;  ///< F (frozen)
-  const G& reverse;     ///< learned inverse
+  const Flow& flow;         ///< F (frozen)
+  const G& reverse_model;   ///< G, the learned inverse
 
-  /// One-pass samples in data space from noise z (N x features), optional context and guidance scales w
-  /// (N x 1, training-time CFG; G must be built with `guidance`).
-  Tensor<B> sample(const Tensor<B>& z, const Tensor<B>& cond = {}, const Tensor<B>& w = {}) const {
-    return to_data(forward, reverse.sample(z, cond, w));
+  /// One-pass generation in data space from given noise z (N x features), optional context and guidance scales
+  /// w (N x 1, training-time CFG; G must be built with `guidance`).
+  Tensor<B> generate(const Tensor<B>& z, const Tensor<B>& cond = {}, const Tensor<B>& w = {}) const {
+    return to_data(flow, reverse_model.generate(z, cond, w));
   }
   /// Inference-time CFG on G (two passes as one 2N batch).
-  Tensor<B> sample_guided(const Tensor<B>& z, const Tensor<B>& cond, double w) const {
-    return to_data(forward, reverse.sample_guided(z, cond, w));
+  Tensor<B> generate_guided(const Tensor<B>& z, const Tensor<B>& cond, double w) const {
+    return to_data(flow, reverse_model.generate_guided(z, cond, w));
+  }
+  /// n samples: noise drawn from N(0, I) with rng, then one pass of G (what sample(flow, n, rng) is for F).
+  Tensor<B> sample(long n, Rng& rng, const Tensor<B>& cond = {}, const Tensor<B>& w = {}) const {
+    Tensor<B> z(n, flow.features(), uninit);
+    fill_normal(z, rng);
+    return generate(z, cond, w);
   }
   /// G(F(x)): how well G inverts F on data x.
   Tensor<B> reconstruct(const Tensor<B>& x, const Tensor<B>& cond = {}) const {
-    const Tensor<B> z = forward.forward(x, cond, logdet::none).y;
-    return sample(z, cond, reverse.config().guidance ? Tensor<B>(x.rows(), 1) : Tensor<B>{});
+    const Tensor<B> z = flow.forward(x, cond, logdet::none).y;
+    return generate(z, cond, reverse_model.config().guidance ? Tensor<B>(x.rows(), 1) : Tensor<B>{});
   }
 };
 template <class Flow, class G>

@@ -100,7 +100,7 @@ class ReverseModel {
   Tensor<B> forward(const Tensor<B>& z, const Tensor<B>& cond, const Tensor<B>& w, Context& ctx) const {
     return run(z, cond, w, &ctx);
   }
-  /// Inference pass (what sample() runs): nothing saved, no hidden states kept.
+  /// Inference pass (what generate() runs): nothing saved, no hidden states kept.
   Tensor<B> forward(const Tensor<B>& z, const Tensor<B>& cond = {}, const Tensor<B>& w = {}) const {
     return run(z, cond, w, nullptr);
   }
@@ -152,21 +152,31 @@ class ReverseModel {
     return dz;
   }
 
-  /// One-pass sample: G(z; cond, w), the inference pass.
-  Tensor<B> sample(const Tensor<B>& z, const Tensor<B>& cond = {}, const Tensor<B>& w = {}) const {
+  /// One-pass generation from given noise: G(z; cond, w), the inference pass. (sample(flow, n, rng) is the
+  /// name for drawing the noise too; here the caller supplies z.)
+  Tensor<B> generate(const Tensor<B>& z, const Tensor<B>& cond = {}, const Tensor<B>& w = {}) const {
     return forward(z, cond, w);
   }
   /// Inference-time classifier-free guidance on G's outputs (2 passes, run as one batch of 2N rows):
   /// G(z; c) + w·(G(z; c) − G(z; uncond)); uncond empty = the null label (last column).
-  Tensor<B> sample_guided(const Tensor<B>& z, const Tensor<B>& cond, double w, const Tensor<B>& uncond = {}) const {
+  Tensor<B> generate_guided(const Tensor<B>& z, const Tensor<B>& cond, double w, const Tensor<B>& uncond = {}) const {
     if (cfg_.cond_features <= 0)
-      throw usage_error("ReverseModel.sample_guided: the model is unconditional (cond_features = 0)");
+      throw usage_error("ReverseModel.generate_guided: the model is unconditional (cond_features = 0)");
     const long N = z.rows();
     Tensor<B> u = uncond;
     if (u.empty()) u = null_rows<B>(N, cfg_.cond_features);
-    require_shape("ReverseModel.sample_guided: uncond", u, N, cfg_.cond_features);
-    const Tensor<B> both = sample(concat_rows(z, z), concat_rows(cond, u), cfg_.guidance ? Tensor<B>(2 * N, 1) : Tensor<B>{});
+    require_shape("ReverseModel.generate_guided: uncond", u, N, cfg_.cond_features);
+    const Tensor<B> both =
+        generate(concat_rows(z, z), concat_rows(cond, u), cfg_.guidance ? Tensor<B>(2 * N, 1) : Tensor<B>{});
     return zip(fn::Guide{w}, slice_rows(both, 0, N), slice_rows(both, N, N));
+  }
+  [[deprecated("biflow 0.3: ReverseModel::sample(z, …) is now generate(z, …)")]]
+  Tensor<B> sample(const Tensor<B>& z, const Tensor<B>& cond = {}, const Tensor<B>& w = {}) const {
+    return generate(z, cond, w);
+  }
+  [[deprecated("biflow 0.3: ReverseModel::sample_guided is now generate_guided")]]
+  Tensor<B> sample_guided(const Tensor<B>& z, const Tensor<B>& cond, double w, const Tensor<B>& uncond = {}) const {
+    return generate_guided(z, cond, w, uncond);
   }
 
   /// Parameters "proj_in", "pos_embed", "class_embed", "guidance_embed.{0,2}", "stages.{j}.…",
@@ -239,11 +249,11 @@ class ReverseModel {
     require_cols((ctx + ": z").c_str(), z, cfg_.features());
     if (cfg_.cond_features > 0) {
       if (cond.empty())
-        throw usage_error(detail::cat(ctx, ": the model is class-conditional (", cfg_.cond_features,
+        throw shape_error(detail::cat(ctx, ": the model is class-conditional (", cfg_.cond_features,
                                       " context columns) but no context was given"));
       require_shape((ctx + ": cond").c_str(), cond, z.rows(), cfg_.cond_features);
     } else if (!cond.empty()) {
-      throw usage_error(detail::cat(ctx, ": the model is unconditional but a context with ", cond.cols(),
+      throw shape_error(detail::cat(ctx, ": the model is unconditional but a context with ", cond.cols(),
                                     " columns was given"));
     }
     if (!w.empty()) {

@@ -163,7 +163,7 @@ class ReverseTrainer {
       // Guided target: x + w·(G(z; c, 0) − G(z; ∅, 0)), the difference taken from the current G (no gradient).
       // Rows drawn with w = 0 get x + 0: computing them costs less than a device -> host read of w per step.
       const Tensor<B> zero(2 * N, 1);
-      const Tensor<B> both = g_.sample(concat_rows(t.z, t.z), concat_rows(cond, null_rows<B>(N, c.cond_features)), zero);
+      const Tensor<B> both = g_.generate(concat_rows(t.z, t.z), concat_rows(cond, null_rows<B>(N, c.cond_features)), zero);
       out_target = zip(fn::AddMul{}, out_target, zip(fn::Sub{}, slice_rows(both, 0, N), slice_rows(both, N, N)), t.w);
     }
     typename G::Context gc;
@@ -188,7 +188,7 @@ class ReverseTrainer {
   Counters counters() const { return opt_.counters(); }
   void set_counters(const Counters& c) { opt_.set_counters(c); }
   AdamW<B>& optimizer() { return opt_.optimizer(); }
-  /// EMA of G: sample with the average by `trainer.ema().swap(g)` (swap again to continue training).
+  /// EMA of G: generate with the average after `trainer.ema().swap(g)` (swap again to continue training).
   Ema<B>& ema() { return opt_.ema(); }
   bool has_ema() const { return opt_.has_ema(); }
   Optimization<B>& optimization() { return opt_; }

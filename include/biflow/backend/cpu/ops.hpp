@@ -8,6 +8,7 @@
 #include <tuple>
 
 #include "../../core/fast_math.hpp"
+#include "memory.hpp"
 #include "parallel.hpp"
 #include "../../core/rng.hpp"
 #include "../tensor.hpp"
@@ -374,10 +375,23 @@ Tensor<Cpu<T>> inverse(const Tensor<Cpu<T>>& a) {
 }
 
 /// Host index vector -> backend index buffer.
-template <class B>
-  requires is_cpu<B>::value
-Indices<B> make_indices(std::vector<std::int32_t> v) {
-  return Indices<B>(std::move(v));
+template <class T>
+Indices<Cpu<T>> backend_make_indices(backend_tag<Cpu<T>>, std::vector<std::int32_t> v) {
+  return Indices<Cpu<T>>(std::move(v));
+}
+
+/// Host work is done when the call returns.
+template <class T>
+void backend_synchronize(backend_tag<Cpu<T>>) {}
+/// The process's resident set (VmRSS) and its peak (VmHWM): Cpu tensors are plain heap memory, so the kernel's
+/// page count is the honest figure (see cpu/memory.hpp for why not a byte counter). -1 where /proc is missing.
+template <class T>
+MemoryUsage backend_memory_usage(backend_tag<Cpu<T>>) {
+  return {cpu::resident_bytes(), cpu::resident_peak_bytes()};
+}
+template <class T>
+bool backend_reset_peak_memory(backend_tag<Cpu<T>>) {
+  return cpu::reset_resident_peak();
 }
 
 }  // namespace biflow

@@ -483,10 +483,28 @@ Tensor<Cuda<T>> inverse(const Tensor<Cuda<T>>& a) {
   return from_host<Cuda<T>>(HostMatrix<T>(h.partialPivLu().inverse().template cast<T>()));
 }
 
-template <class B>
-  requires is_cuda<B>::value
-Indices<B> make_indices(std::vector<std::int32_t> v) {
-  return Indices<B>(v);
+template <class T>
+Indices<Cuda<T>> backend_make_indices(backend_tag<Cuda<T>>, std::vector<std::int32_t> v) {
+  return Indices<Cuda<T>>(v);
+}
+
+/// Waits for the work queued on the calling thread's context (stream).
+template <class T>
+void backend_synchronize(backend_tag<Cuda<T>>) {
+  gpu::context().synchronize();
+}
+/// Bytes held by biflow tensors in the device's stream-ordered pool and the pool's high-water mark.
+template <class T>
+MemoryUsage backend_memory_usage(backend_tag<Cuda<T>>) {
+  const gpu::PoolUsage u = gpu::pool_usage();
+  return {static_cast<long long>(u.used), static_cast<long long>(u.peak)};
+}
+/// Synchronises first, so frees still queued on the stream count before the mark is reset.
+template <class T>
+bool backend_reset_peak_memory(backend_tag<Cuda<T>>) {
+  gpu::context().synchronize();
+  gpu::reset_pool_peak();
+  return true;
 }
 
 }  // namespace biflow

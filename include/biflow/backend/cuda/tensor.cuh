@@ -211,10 +211,9 @@ class Indices<Cuda<T>> {
 };
 
 /// Explicit upload.
-template <class B>
-  requires is_cuda<B>::value
-Tensor<B> from_host(const HostMatrix<typename B::scalar>& m) {
-  Tensor<B> t(m.rows(), m.cols(), uninit);
+template <class T>
+Tensor<Cuda<T>> backend_from_host(backend_tag<Cuda<T>>, const HostMatrix<T>& m) {
+  Tensor<Cuda<T>> t(m.rows(), m.cols(), uninit);
   if (t.size() > 0)
     gpu::check(cudaMemcpyAsync(t.data(), m.data(), t.bytes(), cudaMemcpyHostToDevice, gpu::context().stream()),
                 "upload");
@@ -223,10 +222,9 @@ Tensor<B> from_host(const HostMatrix<typename B::scalar>& m) {
   return t;
 }
 /// Explicit download (synchronises the stream).
-template <class B>
-  requires is_cuda<B>::value
-HostMatrix<typename B::scalar> to_host(const Tensor<B>& t) {
-  HostMatrix<typename B::scalar> m(t.rows(), t.cols());
+template <class T>
+HostMatrix<T> to_host(const Tensor<Cuda<T>>& t) {
+  HostMatrix<T> m(t.rows(), t.cols());
   if (t.size() > 0)
     gpu::check(cudaMemcpyAsync(m.data(), t.data(), t.bytes(), cudaMemcpyDeviceToHost, gpu::context().stream()),
                 "download");
