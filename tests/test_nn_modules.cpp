@@ -106,3 +106,29 @@ TEST_CASE("nn modules satisfy the Module concept") {
                 FlowLayer<LULinear<D>> && FlowLayer<ActNorm<D>>);
   CHECK(check_module_contract<Linear<Cpu<float>>>());
 }
+
+TEST_CASE("Stack applies its modules in order, passes the module checks, and names parameters by position") {
+  Rng rng(40);
+  Stack<Linear<D>> st(3, [&](std::size_t i) { return Linear<D>(i == 0 ? 4 : 5, 5, rng); });
+  randomize(st, 41);
+  CHECK(st.in_features() == 4);
+  CHECK(st.out_features() == 5);
+  const auto x = randn<D>(6, 4, 42);
+  CHECK((to_host(st.forward(x)) - to_host(st[2].forward(st[1].forward(st[0].forward(x))))).cwiseAbs().maxCoeff() ==
+        0.0);
+  check_grads(testing::check_module(st, x));
+  std::vector<std::string> names;
+  st.visit_parameters([&](const std::string& n, auto&) { names.push_back(n); }, "layers");
+  CHECK(names.front() == "layers.0.weight");
+  CHECK(names.back() == "layers.2.bias");
+  // A stack of transformer layers (how TARFlow blocks and reverse stages hold theirs) passes too.
+  Stack<TransformerLayer<D>> tl(2, [&](std::size_t) { return TransformerLayer<D>(8, 2, 3, true, rng); });
+  randomize(tl, 43, 0.2);
+  check_grads(testing::check_module(tl, randn<D>(2 * 3, 8, 44)));
+  CHECK(message<shape_error>([&] {
+          Stack<Linear<D>>(2, [&](std::size_t) { return Linear<D>(4, 5, rng); });
+        }).find("module 1 takes 4 features, module 0 gives 5") != std::string::npos);
+  typename Stack<Linear<D>>::Context empty;
+  CHECK(message<usage_error>([&] { st.backward(empty, randn<D>(6, 5, 45)); }).find("run forward(x, ctx) first") !=
+        std::string::npos);
+}

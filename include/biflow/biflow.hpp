@@ -19,6 +19,7 @@
 #include "nn/linear.hpp"
 #include "nn/mlp.hpp"
 #include "nn/module.hpp"
+#include "nn/stack.hpp"
 #include "nn/transformer.hpp"
 #include "flow/actnorm.hpp"
 #include "flow/autoregressive.hpp"

@@ -57,21 +57,43 @@ struct OneMinus {
   template <class T>
   BIFLOW_HOST_DEVICE T operator()(T a) const { return T(1) - a; }
 };
-/// Soft clamp c * tanh(a / c) (c <= 0 disables it), times an optional mask m.
+/// Slope of the soft clamp c·tanh(a/c) given its output s: 1 − (s/c)²; 1 when the clamp is off (c <= 0).
+/// The one place this derivative is written (couplings, MAF and TARFlow blocks use it).
+template <class T>
+BIFLOW_HOST_DEVICE inline T soft_clamp_slope(T s, double c) {
+  if (c <= 0) return T(1);
+  const T u = s / T(c);
+  return T(1) - u * u;
+}
+/// Soft clamp c·tanh(a / c) (c <= 0 disables it), optionally times a mask m.
 struct SoftClamp {
   double c;
   template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T a, T m) const { return (c > 0 ? T(c) * std::tanh(a / T(c)) : a) * m; }
+  BIFLOW_HOST_DEVICE T operator()(T a) const { return c > 0 ? T(c) * std::tanh(a / T(c)) : a; }
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T a, T m) const { return (*this)(a) * m; }
 };
-/// Derivative of SoftClamp given its output s (= c tanh(a/c)): 1 - (s/c)^2, times upstream g.
+/// Derivative of SoftClamp given its output s, times upstream g.
 struct SoftClampGrad {
   double c;
   template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T g, T s) const {
-    if (c <= 0) return g;
-    const T u = s / T(c);
-    return g * (T(1) - u * u);
-  }
+  BIFLOW_HOST_DEVICE T operator()(T g, T s) const { return g * soft_clamp_slope(s, c); }
+};
+/// The affine autoregressive transform of MAF and TARFlow blocks, one argument order for both:
+/// z = (x − μ)·exp(−α), x = z·exp(α) + μ, log-det −Σα.
+struct AffineArForward {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T x, T mu, T a) const { return (x - mu) * std::exp(-a); }
+};
+struct AffineArInverse {
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T z, T mu, T a) const { return z * std::exp(a) + mu; }
+};
+/// ∂loss/∂α_raw for that transform with α = SoftClamp{c}(α_raw): (−dz·z − dlogdet)·slope(α).
+struct AffineArDAlpha {
+  double c;
+  template <class T>
+  BIFLOW_HOST_DEVICE T operator()(T dz, T z, T dl, T a) const { return (-dz * z - dl) * soft_clamp_slope(a, c); }
 };
 struct MulExp {  // a*exp(s)
   template <class T>

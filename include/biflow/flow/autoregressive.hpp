@@ -9,28 +9,9 @@
 namespace biflow {
 
 namespace fn {
-struct MafFwd {  // (x - mu) * exp(-a)
-  template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T x, T mu, T a) const { return (x - mu) * std::exp(-a); }
-};
-struct MafInv {  // z * exp(a) + mu
-  template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T z, T mu, T a) const { return z * std::exp(a) + mu; }
-};
 struct NegMulExpNeg {  // -g * exp(-a)
   template <class T>
   BIFLOW_HOST_DEVICE T operator()(T g, T a) const { return -g * std::exp(-a); }
-};
-/// d loss / d α_raw: (-dz*z - dl) * clamp'(α)
-struct MafDaRaw {
-  double c;
-  template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T dz, T z, T dl, T a) const {
-    const T g = -dz * z - dl;
-    if (c <= 0) return g;
-    const T u = a / T(c);
-    return g * (T(1) - u * u);
-  }
 };
 }  // namespace fn
 
@@ -99,7 +80,7 @@ class MaskedAutoregressive : public FlowLayerBase<MaskedAutoregressive<B, Act>, 
 
   FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
     auto [mu, a] = params(x, cond, ctx ? &ctx->net : nullptr);
-    FlowOut<B> out{zip(fn::MafFwd{}, x, mu, a), {}};
+    FlowOut<B> out{zip(fn::AffineArForward{}, x, mu, a), {}};
     if (want_logdet) out.logdet = zip(fn::Neg{}, row_sum(a));
     if (ctx) {
       ctx->z = out.y;
@@ -112,7 +93,7 @@ class MaskedAutoregressive : public FlowLayerBase<MaskedAutoregressive<B, Act>, 
     Tensor<B> x(z.rows(), d_), a;
     for (long i = 0; i < d_; ++i) {
       auto pa = params(x, cond, nullptr);
-      x = zip(fn::MafInv{}, z, pa.first, pa.second);
+      x = zip(fn::AffineArInverse{}, z, pa.first, pa.second);
       a = std::move(pa.second);
     }
     FlowOut<B> out{std::move(x), {}};
@@ -124,7 +105,7 @@ class MaskedAutoregressive : public FlowLayerBase<MaskedAutoregressive<B, Act>, 
     require_shape("MaskedAutoregressive.backward: dz", dz, ctx.z.rows(), d_);
     require_shape("MaskedAutoregressive.backward: dlogdet", dlogdet, ctx.z.rows(), 1);
     Tensor<B> dmu = zip(fn::NegMulExpNeg{}, dz, ctx.a);
-    Tensor<B> da = zip(fn::MafDaRaw{clamp_}, dz, ctx.z, dlogdet, ctx.a);
+    Tensor<B> da = zip(fn::AffineArDAlpha{clamp_}, dz, ctx.z, dlogdet, ctx.a);
     Tensor<B> dinp = net.backward(ctx.net, concat_cols(dmu, da), mode);
     if (!wants_input_grad(mode)) return {};
     Tensor<B> dx = zip(fn::MulExpNeg{}, dz, ctx.a);

@@ -13,37 +13,12 @@
 #include <vector>
 
 #include "../nn/embedding.hpp"
+#include "../nn/stack.hpp"
 #include "../nn/transformer.hpp"
 #include "flow_layer.hpp"
 
 namespace biflow {
 
-namespace fn {
-struct TarForward {  // (x − μ)·exp(−α)
-  template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T x, T a, T mu) const { return (x - mu) * std::exp(-a); }
-};
-struct TarInverse {  // z·exp(α) + μ
-  template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T z, T a, T mu) const { return z * std::exp(a) + mu; }
-};
-struct TanhClamp {  // c·tanh(a / c); c <= 0: identity
-  double c;
-  template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T a) const { return c > 0 ? T(c) * std::tanh(a / T(c)) : a; }
-};
-/// d loss / d α_raw from dz, z, the clamped α and d loss / d logdet (log-det = −Σα).
-struct TarDAlpha {
-  double c;
-  template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T dz, T z, T a, T dl) const {
-    const T g = -dz * z - dl;
-    if (c <= 0) return g;
-    const T u = a / T(c);
-    return g * (T(1) - u * u);
-  }
-};
-}  // namespace fn
 
 /// Classifier-free guidance at sampling: (α, μ) ← cond + w_t·(cond − uncond), w_t = scale, or
 /// scale·t/(T−1) for token t when annealed. scale = 0 is the plain conditional model.
@@ -75,7 +50,7 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
   };
   struct Context {
     typename Linear<B>::Context in, out;
-    std::vector<typename TransformerLayer<B>::Context> layers;
+    typename Stack<TransformerLayer<B>>::Context layers;
     typename Embedding<B>::Context emb;
     Tensor<B> z, alpha;  ///< block order, rows x T·D
   };
@@ -93,7 +68,9 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
     fill_normal(pos, rng, T(0), T(0.02));
     pos_embed = Parameter<B>(std::move(pos));
     if (c.cond_features > 0) class_embed = Embedding<B>(c.cond_features, W, rng);
-    for (long l = 0; l < c.layers; ++l) layers.emplace_back(W, c.heads, Tn, true, rng, c.mlp_ratio);
+    layers = Stack<TransformerLayer<B>>(std::size_t(c.layers), [&](std::size_t) {
+      return TransformerLayer<B>(W, c.heads, Tn, true, rng, c.mlp_ratio);
+    });
     proj_out = Linear<B>(W, 2 * D, rng);
     proj_out.zero_init();
   }
@@ -152,7 +129,7 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
   FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
     const Tensor<B> xs = gather_cols(x, fwd_);
     auto [a, mu] = split(net(xs, cond, ctx));
-    Tensor<B> z = zip(fn::TarForward{}, xs, a, mu);
+    Tensor<B> z = zip(fn::AffineArForward{}, xs, mu, a);
     FlowOut<B> out{gather_cols(z, inv_), {}};
     if (want_logdet) out.logdet = zip(fn::Neg{}, row_sum(a));
     if (ctx) {
@@ -182,7 +159,7 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
     const Tensor<B> dz = gather_cols(dy, fwd_);
     Tensor<B> dxs = zip(fn::MulExpNeg{}, dz, ctx.alpha);
     Tensor<B> dmu = zip(fn::Neg{}, dxs);
-    Tensor<B> da = zip(fn::TarDAlpha{cfg_.alpha_clamp}, dz, ctx.z, ctx.alpha, dlogdet);
+    Tensor<B> da = zip(fn::AffineArDAlpha{cfg_.alpha_clamp}, dz, ctx.z, dlogdet, ctx.alpha);
     da.reshape(N * Tn, D);
     dmu.reshape(N * Tn, D);
     Tensor<B> dp = concat_cols(da, dmu);
@@ -192,7 +169,7 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
     dout.reshape(N * Tn, 2 * D);
     const GradMode m = inner(mode);
     Tensor<B> dh = proj_out.backward(ctx.out, dout, m);
-    for (std::size_t l = layers.size(); l-- > 0;) dh = layers[l].backward(ctx.layers[l], dh, m);
+    dh = layers.backward(ctx.layers, dh, m);
     // The class embedding's input is the context, never differentiated: parameters only, or nothing.
     if (cfg_.cond_features > 0 && mode != GradMode::input_only)
       class_embed.backward(ctx.emb, sum_row_groups(dh, Tn), GradMode::params_only);
@@ -235,14 +212,14 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
       if (!ce.empty()) add_inplace(h, ce);
       for (std::size_t l = 0; l < layers.size(); ++l) h = layers[l].step(h, caches[l]);
       const Tensor<B> o = proj_out.forward(h);
-      Tensor<B> a = zip(fn::TanhClamp{cfg_.alpha_clamp}, slice_cols(o, 0, D)), mu = slice_cols(o, D, D);
+      Tensor<B> a = zip(fn::SoftClamp{cfg_.alpha_clamp}, slice_cols(o, 0, D)), mu = slice_cols(o, D, D);
       if (cfg) {
         const double w = g.anneal ? g.scale * double(i + 1) / double(Tn - 1) : g.scale;
         a = zip(fn::Guide{w}, slice_rows(a, 0, N), slice_rows(a, N, N));
         mu = zip(fn::Guide{w}, slice_rows(mu, 0, N), slice_rows(mu, N, N));
       }
       copy_block(zs, (i + 1) * D, Tn * D, zt, 0, D, N, D);
-      const Tensor<B> xt = zip(fn::TarInverse{}, zt, a, mu);
+      const Tensor<B> xt = zip(fn::AffineArInverse{}, zt, mu, a);
       copy_block(xt, 0, D, xs, (i + 1) * D, Tn * D, N, D);
       if (want_logdet) add_inplace(ld, row_sum(a));
     }
@@ -265,7 +242,7 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
         a = zip(fn::Guide{w}, slice_rows(a, 0, N), slice_rows(a, N, N));
         mu = zip(fn::Guide{w}, slice_rows(mu, 0, N), slice_rows(mu, N, N));
       }
-      const Tensor<B> x_all = zip(fn::TarInverse{}, zs, a, mu);
+      const Tensor<B> x_all = zip(fn::AffineArInverse{}, zs, mu, a);
       copy_block(x_all, t * D, Tn * D, xs, t * D, Tn * D, N, D);
       copy_block(a, t * D, Tn * D, blk, 0, D, N, D);
       add_inplace(ld, row_sum(blk));
@@ -286,15 +263,14 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
     proj_in.visit_parameters(v, join_name(prefix, "proj_in"));
     v(join_name(prefix, "pos_embed"), pos_embed);
     if (cfg_.cond_features > 0) class_embed.visit_parameters(v, join_name(prefix, "class_embed"));
-    for (std::size_t l = 0; l < layers.size(); ++l)
-      layers[l].visit_parameters(v, join_name(prefix, "layers." + std::to_string(l)));
+    layers.visit_parameters(v, join_name(prefix, "layers"));
     proj_out.visit_parameters(v, join_name(prefix, "proj_out"));
   }
 
   Linear<B> proj_in;
   Parameter<B> pos_embed;  ///< tokens x width, indexed by the token's position in the image (not block order)
   Embedding<B> class_embed;
-  std::vector<TransformerLayer<B>> layers;
+  Stack<TransformerLayer<B>> layers;  ///< K causal layers ("layers.{k}.…")
   Linear<B> proj_out;
 
  private:
@@ -318,8 +294,7 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
     h.reshape(N * Tn, W);
     if (cfg_.cond_features > 0)
       add_repeat_rows(h, ctx ? class_embed.forward(cond, ctx->emb) : class_embed.forward(cond), Tn);
-    if (ctx) ctx->layers.resize(layers.size());
-    for (std::size_t l = 0; l < layers.size(); ++l) h = ctx ? layers[l].forward(h, ctx->layers[l]) : layers[l].forward(h);
+    h = ctx ? layers.forward(h, ctx->layers) : layers.forward(h);
     Tensor<B> o = ctx ? proj_out.forward(std::move(h), ctx->out) : proj_out.forward(h);
     o.reshape(N, Tn * 2 * D);
     return concat_cols(Tensor<B>(N, 2 * D), slice_cols(o, 0, (Tn - 1) * 2 * D));
@@ -328,7 +303,7 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
   std::pair<Tensor<B>, Tensor<B>> split(Tensor<B> p) const {
     const long N = p.rows(), Tn = cfg_.tokens, D = cfg_.token_dim;
     p.reshape(N * Tn, 2 * D);
-    Tensor<B> a = zip(fn::TanhClamp{cfg_.alpha_clamp}, slice_cols(p, 0, D)), mu = slice_cols(p, D, D);
+    Tensor<B> a = zip(fn::SoftClamp{cfg_.alpha_clamp}, slice_cols(p, 0, D)), mu = slice_cols(p, D, D);
     a.reshape(N, Tn * D);
     mu.reshape(N, Tn * D);
     return {std::move(a), std::move(mu)};

@@ -10,6 +10,7 @@
 #include "../nn/layer_norm.hpp"
 #include "../nn/mlp.hpp"
 #include "../nn/module.hpp"
+#include "../nn/stack.hpp"
 #include "../nn/transformer.hpp"
 
 namespace biflow {
@@ -26,38 +27,26 @@ template <Backend B>
 class TransformerStage {
  public:
   using backend = B;
-  struct Context {
-    std::vector<typename TransformerLayer<B>::Context> layers;
-  };
+  using Context = typename Stack<TransformerLayer<B>>::Context;
   TransformerStage() = default;
   TransformerStage(const StageShape& s, Rng& rng) : width_(s.width) {
     if (s.layers <= 0) throw usage_error(detail::cat("TransformerStage: need at least one layer, got ", s.layers));
-    for (long l = 0; l < s.layers; ++l) layers.emplace_back(s.width, s.heads, s.tokens, false, rng, s.mlp_ratio);
+    layers = Stack<TransformerLayer<B>>(std::size_t(s.layers), [&](std::size_t) {
+      return TransformerLayer<B>(s.width, s.heads, s.tokens, false, rng, s.mlp_ratio);
+    });
   }
   long in_features() const { return width_; }
   long out_features() const { return width_; }
-  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const {
-    ctx.layers.resize(layers.size());
-    Tensor<B> h = x;
-    for (std::size_t l = 0; l < layers.size(); ++l) h = layers[l].forward(h, ctx.layers[l]);
-    return h;
-  }
-  Tensor<B> forward(const Tensor<B>& x) const {
-    Tensor<B> h = x;
-    for (const auto& l : layers) h = l.forward(h);
-    return h;
-  }
+  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const { return layers.forward(x, ctx); }
+  Tensor<B> forward(const Tensor<B>& x) const { return layers.forward(x); }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, GradMode mode = GradMode::all) {
-    Tensor<B> g = dy;
-    for (std::size_t l = layers.size(); l-- > 0;) g = layers[l].backward(ctx.layers[l], g, l == 0 ? mode : inner(mode));
-    return g;
+    return layers.backward(ctx, dy, mode);
   }
   template <class V>
   void visit_parameters(V&& v, const std::string& prefix) {
-    for (std::size_t l = 0; l < layers.size(); ++l)
-      layers[l].visit_parameters(v, join_name(prefix, "layers." + std::to_string(l)));
+    layers.visit_parameters(v, join_name(prefix, "layers"));
   }
-  std::vector<TransformerLayer<B>> layers;
+  Stack<TransformerLayer<B>> layers;  ///< bidirectional layers ("layers.{l}.…")
 
  private:
   long width_ = 0;

@@ -21,6 +21,36 @@ namespace detail {
 inline double term_weight(const std::vector<double>& w, std::size_t j) { return w.empty() ? 1.0 : w.at(j); }
 }  // namespace detail
 
+/// A training strategy for the reverse model: what it asks of G's hidden states. ReverseTrainer checks it with
+/// check_reverse_strategy<S, B>() (one sentence per missing member).
+template <class S, class B>
+concept ReverseStrategy = requires(S& s, const S& cs, const ReverseConfig& c, const std::vector<Tensor<B>>& v,
+                                   std::vector<Tensor<B>>& dv, const std::vector<double>& w) {
+  { cs.name() } -> std::convertible_to<std::string>;
+  cs.check(c);
+  { s.hidden_loss(c, v, v, Mse{}, w, dv, static_cast<std::vector<double>*>(nullptr)) } -> std::convertible_to<double>;
+  s.visit_parameters(detail::AnyVisitor{}, std::string{});
+};
+template <class S, class B>
+constexpr bool check_reverse_strategy() {
+  static_assert(requires(const S& cs) {
+    { cs.name() } -> std::convertible_to<std::string>;
+  }, "reverse strategy: missing `std::string name() const`");
+  static_assert(requires(const S& cs, const ReverseConfig& c) { cs.check(c); },
+                "reverse strategy: missing `void check(const ReverseConfig&) const` (throw usage_error when G's "
+                "configuration does not suit the strategy; may do nothing)");
+  static_assert(requires(S& s, const ReverseConfig& c, const std::vector<Tensor<B>>& v, std::vector<Tensor<B>>& dv,
+                         const std::vector<double>& w) {
+    { s.hidden_loss(c, v, v, Mse{}, w, dv, static_cast<std::vector<double>*>(nullptr)) } -> std::convertible_to<double>;
+  }, "reverse strategy: missing `template <Backend B, class Dist> double hidden_loss(const ReverseConfig&, hidden, "
+     "targets, const Dist&, const std::vector<double>& weights, std::vector<Tensor<B>>& dhidden, "
+     "std::vector<double>* terms)` (the loss on G's stage states and its gradient per stage)");
+  static_assert(requires(S& s) { s.visit_parameters(detail::AnyVisitor{}, std::string{}); },
+                "reverse strategy: missing `template <class V> void visit_parameters(V&&, const std::string&)` (its "
+                "trainable heads, or nothing)");
+  return true;
+}
+
 struct NaiveDistillation {
   std::string name() const { return "naive"; }
   void check(const ReverseConfig&) const {}

@@ -75,6 +75,7 @@ class ReverseTrainer {
   using B = typename G::backend;
   using T = typename B::scalar;
   static_assert(std::is_same_v<B, typename Flow::backend>, "ReverseTrainer: F and G must use the same backend");
+  static_assert(check_reverse_strategy<Strategy, B>());
   static_assert(requires(const Flow& f, const Tensor<B>& x) {
     { f.forward_trajectory(x, x) } -> std::same_as<Trajectory<B>>;
   }, "ReverseTrainer: the forward flow needs the inference trajectory `Trajectory<B> forward_trajectory(x, cond) "
