@@ -1,9 +1,9 @@
 #pragma once
 // biflow's version (kept equal to project(VERSION) in CMakeLists.txt; a test checks it).
 #define BIFLOW_VERSION_MAJOR 0
-#define BIFLOW_VERSION_MINOR 2
+#define BIFLOW_VERSION_MINOR 3
 #define BIFLOW_VERSION_PATCH 0
-#define BIFLOW_VERSION_STRING "0.2.0"
+#define BIFLOW_VERSION_STRING "0.3.0"
 
 namespace biflow {
 inline constexpr int version_major = BIFLOW_VERSION_MAJOR;
