@@ -32,7 +32,10 @@ HostMatrix<T> slogdet_rows(const HostMatrix<T>& jac, long rows, long d) {
 struct RotationLU {
   HostMatrix<double> lu, perm;
 };
-inline RotationLU rotation_lu(const HostMatrix<double>& g) {
+/// (A template so that the QR and LU are instantiated only where called: as an inline function they cost every
+/// translation unit that includes a flow layer ~8 s of compile time.)
+template <class = void>
+RotationLU rotation_lu(const HostMatrix<double>& g) {
   const Eigen::MatrixXd q = Eigen::HouseholderQR<Eigen::MatrixXd>(Eigen::MatrixXd(g)).householderQ();
   const Eigen::PartialPivLU<Eigen::MatrixXd> lu(q);  // P q = L U  =>  q = Pᵀ L U
   return {lu.matrixLU(), lu.permutationP().transpose().toDenseMatrix().cast<double>()};

@@ -7,6 +7,7 @@
 #include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
+#include <concepts>
 
 #include "../backend/tensor.hpp"
 #include "../core/errors.hpp"
@@ -30,7 +31,10 @@ GaussianFit gaussian_fit(const HostMatrix<T>& x) {
   return g;
 }
 
-inline double frechet_distance(const GaussianFit& a, const GaussianFit& b) {
+/// (A template, instantiated where called: the eigen-solvers would otherwise cost every including file.)
+template <class Fit>
+  requires std::same_as<Fit, GaussianFit>
+double frechet_distance(const Fit& a, const Fit& b) {
   if (a.mean.size() != b.mean.size())
     throw shape_error(detail::cat("frechet_distance: feature sizes differ: ", a.mean.size(), " vs ", b.mean.size()));
   // sqrt(Σ₁) via its eigen-decomposition; then the eigenvalues of the symmetric PSD Σ₁^{1/2} Σ₂ Σ₁^{1/2}.

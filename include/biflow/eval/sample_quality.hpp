@@ -92,6 +92,8 @@ class QualitySuite {
   double feature_scale() const { return scale_; }
 
   /// A candidate set: features (for the distances) and points (for novelty), same rows, at least n() of them.
+  /// (evaluate and heldout_split are templates so that the statistics are compiled only where they are used.)
+  template <class = void>
   QualityRow evaluate(const HostMatrix<double>& features, const HostMatrix<double>& points) const {
     if (features.rows() != points.rows())
       throw shape_error(detail::cat("QualitySuite.evaluate: ", features.rows(), " feature rows but ", points.rows(),
@@ -110,6 +112,7 @@ class QualitySuite {
                std::vector<double>(c.data(), c.data() + c.size()));
   }
   /// The real-data floor: the held-out half not used as reference, judged like a candidate.
+  template <class = void>
   QualityRow heldout_split() const {
     return run([&](long, std::vector<long>& perm) { return std::vector<long>(perm.begin() + n_reference(), perm.end()); },
                hf_, heldout_nn_);
