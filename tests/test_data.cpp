@@ -1,4 +1,5 @@
-// Toy sets, CSV input (including bad files), standardisation, labelled images (data/images.hpp).
+// Toy sets, CSV input (including bad files), standardisation, labelled images (data/images.hpp), mini-batches
+// (data/batch_sampler.hpp).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>

@@ -1,5 +1,6 @@
 // The learned reverse model (reverse/stages.hpp, reverse/reverse_model.hpp, reverse/distance.hpp,
-// reverse/feature_distance.hpp, reverse/strategy.hpp, reverse/trainer.hpp, reverse/biflow.hpp) and the
+// reverse/feature_distance.hpp, reverse/any_distance.hpp, reverse/strategy.hpp, reverse/trainer.hpp,
+// reverse/biflow.hpp) and the
 // evaluation helpers it is judged with (eval/classifier.hpp, eval/frechet.hpp, train/cross_entropy.hpp).
 #include <cmath>
 
