@@ -1,11 +1,15 @@
 // Google Benchmark on a CUDA device (prints "skipped: no CUDA device" and exits 0 elsewhere).
-//   BM_Gemm/<n>/<tf32>: square cuBLAS SGEMM, counter TFLOP/s — the cuBLAS peak the other figures are read against
-//   BM_GemmB2/<tf32>: the MLP GEMM of a B/2 training step ((batch·T) x 768 x 3072, batch 64, T 256)
-//   BM_TrainStep/<width>/<blocks>/<layers>/<batch>/<tf32>: a whole MleTrainer step of a class-conditional latent
+// <math>: 0 fp32, 1 TF32, 2 bf16 operands (fp32 accumulation); 1000 classes like the PyTorch reference run.
+//   BM_Gemm/<n>/<math>: square cuBLAS GEMM, counter TFLOP/s — the cuBLAS peak the other figures are read against
+//   BM_GemmB2/<math>: the MLP GEMM of a B/2 training step ((batch·T) x 768 x 3072, batch 64, T 256)
+//   BM_ColSum/<rows>/<cols>: the bias gradient (a GEMV against ones), counter GB/s
+//   BM_TrainStep/<width>/<blocks>/<layers>/<batch>/<math>: a whole MleTrainer step of a class-conditional latent
 //       TARFlow (4 x 32 x 32, patch 2, T = 256); counters tokens/s and TFLOP/s (model GEMM FLOPs / time)
-//   BM_SampleExact/<width>/<blocks>/<layers>/<batch>: exact inverse (KV-cached decoding) + score denoising
-//   BM_SampleLearned/<width>/<stages>/<layers>/<batch>: G's one pass (hidden-alignment model with a denoise stage)
-// The PyTorch comparison is benchmarks/reference/latent_tarflow_torch.py; scripts/cuda_checks.sh runs both.
+//   BM_SampleExact/<width>/<blocks>/<layers>/<batch>/<guided>: exact inverse (KV-cached decoding, guidance 2 on
+//       a doubled batch when guided) + score denoising
+//   BM_SampleLearned/<width>/<stages>/<layers>/<batch>/<guided>: G's one pass (hidden-alignment model with a
+//       denoise stage; guided: training-time CFG, the scale an input)
+// The PyTorch comparison is benchmarks/reference/latent_tarflow_torch.py; scripts/gpu_check.sh runs both.
 #include <benchmark/benchmark.h>
 
 #include <biflow/biflow.hpp>
@@ -25,6 +29,7 @@ TarFlowConfig latent_cfg(long width, long blocks, long layers) {
   c.num_classes = 1000;
   return c;
 }
+gpu::MathMode math(long m) { return m == 2 ? gpu::MathMode::bf16 : m == 1 ? gpu::MathMode::tf32 : gpu::MathMode::fp32; }
 Tensor<G> randn(long n, long d, std::uint64_t seed) {
   Rng r(seed);
   Tensor<G> x(n, d);
@@ -47,7 +52,7 @@ double step_flops(const TarFlowConfig& c, long batch) {
 
 void BM_Gemm(benchmark::State& st) {
   const long n = st.range(0);
-  gpu::MathScope m(st.range(1) ? gpu::MathMode::tf32 : gpu::MathMode::fp32);
+  gpu::MathScope m(math(st.range(1)));
   const Tensor<G> a = randn(n, n, 1), b = randn(n, n, 2);
   Tensor<G> c(n, n);
   for (auto _ : st) {
@@ -57,10 +62,10 @@ void BM_Gemm(benchmark::State& st) {
   st.counters["TFLOP/s"] = benchmark::Counter(2.0 * double(n) * double(n) * double(n) * 1e-12 * double(st.iterations()),
                                                benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_Gemm)->Args({4096, 0})->Args({8192, 0})->Args({4096, 1})->Args({8192, 1})->UseRealTime();
+BENCHMARK(BM_Gemm)->ArgsProduct({{4096, 8192}, {0, 1, 2}})->UseRealTime();
 
 void BM_GemmB2(benchmark::State& st) {
-  gpu::MathScope m(st.range(0) ? gpu::MathMode::tf32 : gpu::MathMode::fp32);
+  gpu::MathScope m(math(st.range(0)));
   const long M = 64 * 256, W = 768;
   const Tensor<G> x = randn(M, W, 1), w = randn(4 * W, W, 2);
   Tensor<G> y(M, 4 * W);
@@ -71,12 +76,24 @@ void BM_GemmB2(benchmark::State& st) {
   st.counters["TFLOP/s"] = benchmark::Counter(2.0 * double(M) * double(W) * 4 * double(W) * 1e-12 *
                                                    double(st.iterations()), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_GemmB2)->Arg(0)->Arg(1)->UseRealTime();
+BENCHMARK(BM_GemmB2)->Arg(0)->Arg(1)->Arg(2)->UseRealTime();
+
+void BM_ColSum(benchmark::State& st) {
+  const Tensor<G> x = randn(st.range(0), st.range(1), 1);
+  Tensor<G> out(1, st.range(1));
+  for (auto _ : st) {
+    col_sum(x, out, 1.0f);
+    gpu::context().synchronize();
+  }
+  st.counters["GB/s"] = benchmark::Counter(double(x.bytes()) * 1e-9 * double(st.iterations()),
+                                           benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_ColSum)->Args({16384, 768})->Args({16384, 3072})->UseRealTime();
 
 void BM_TrainStep(benchmark::State& st) {
   const TarFlowConfig cfg = latent_cfg(st.range(0), st.range(1), st.range(2));
   const long batch = st.range(3);
-  gpu::MathScope m(st.range(4) ? gpu::MathMode::tf32 : gpu::MathMode::fp32);
+  gpu::MathScope m(math(st.range(4)));
   Rng r(1);
   TarFlow<G> f(cfg, r);
   TrainOptions o;
@@ -93,7 +110,8 @@ void BM_TrainStep(benchmark::State& st) {
   st.counters["peak_MiB"] = double(gpu::pool_usage().peak) / 1048576.0;
   st.counters["params_M"] = double(parameter_count(f)) / 1e6;
 }
-BENCHMARK(BM_TrainStep)->Args({768, 8, 2, 64, 0})->Args({768, 8, 2, 64, 1})->Args({256, 4, 2, 64, 0})
+BENCHMARK(BM_TrainStep)->Args({768, 8, 2, 64, 0})->Args({768, 8, 2, 64, 1})->Args({768, 8, 2, 64, 2})
+    ->Args({256, 4, 2, 64, 0})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_SampleExact(benchmark::State& st) {
@@ -102,13 +120,16 @@ void BM_SampleExact(benchmark::State& st) {
   Rng r(1);
   TarFlow<G> f(cfg, r);
   const Tensor<G> z = randn(batch, cfg.image.features(), 4), c = labels(batch, cfg.num_classes);
+  const bool guided = st.range(4) != 0;
   for (auto _ : st) {
-    const Tensor<G> x = denoise(f, f.inverse(z, c, logdet::none).y, 0.05, c);
+    const Tensor<G> y = guided ? f.inverse(z, c, Guidance<G>{2.0}, logdet::none).y : f.inverse(z, c, logdet::none).y;
+    const Tensor<G> x = denoise(f, y, 0.05, c);
     gpu::context().synchronize();
   }
   st.counters["images/s"] = benchmark::Counter(double(batch * st.iterations()), benchmark::Counter::kIsRate);
 }
-BENCHMARK(BM_SampleExact)->Args({768, 8, 2, 64})->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(2);
+BENCHMARK(BM_SampleExact)->ArgsProduct({{768}, {8}, {2}, {1, 64}, {0, 1}})->Unit(benchmark::kMillisecond)
+    ->UseRealTime()->Iterations(1);
 
 void BM_SampleLearned(benchmark::State& st) {
   const TarFlowConfig cfg = latent_cfg(st.range(0), 8, 2);
@@ -121,20 +142,27 @@ void BM_SampleLearned(benchmark::State& st) {
   rc.heads = rc.width / 64;
   rc.cond_features = cfg.cond_features();
   rc.denoise_stage = true;
+  rc.guidance = st.range(4) != 0;
   const long batch = st.range(3);
   Rng r(1);
   TarFlow<G> f(cfg, r);
   ReverseModel<G> g(rc, r);
   const BiFlow bf{f, g};
   const Tensor<G> z = randn(batch, cfg.image.features(), 4), c = labels(batch, cfg.num_classes);
+  Tensor<G> w;
+  if (rc.guidance) {
+    w = Tensor<G>(batch, 1);
+    fill(w, 2.0f);
+  }
   for (auto _ : st) {
-    const Tensor<G> x = bf.generate(z, c);
+    const Tensor<G> x = bf.generate(z, c, w);
     gpu::context().synchronize();
   }
   st.counters["images/s"] = benchmark::Counter(double(batch * st.iterations()), benchmark::Counter::kIsRate);
   st.counters["params_M"] = double(parameter_count(g)) / 1e6;
 }
-BENCHMARK(BM_SampleLearned)->Args({768, 4, 3, 64})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_SampleLearned)->ArgsProduct({{768}, {4}, {3}, {1, 64}, {0, 1}})->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 }  // namespace
 
 int main(int argc, char** argv) {

@@ -4,6 +4,9 @@
 //   BM_TarSample/<T>/<batch>: exact inverse (KV-cached decoding) of a 2-block x 2-layer, width-64 model on
 //       1 x (2·sqrt(T)) x (2·sqrt(T)) images, patch 2; counter images/s (and the uncached reference at T = 16)
 //   BM_TarDenoise/<batch>: score-based denoising (one forward + backward through the input) of the digits model
+//   BM_OptimizerStep/<flat>/<blocks>/<layers>: the optimiser part of a training step alone (clip the global
+//       gradient norm, AdamW, EMA) on the digits model's parameters: per parameter tensor (0) or over the flat
+//       buffers (1, what Optimization does); counter params/s
 //   BM_AttentionShare/<batch>: forward+backward of the attention cores alone (scores, softmax, weighted sum) vs
 //       the GEMMs of the same transformer layer, to show where a step's time goes
 #include <benchmark/benchmark.h>
@@ -121,6 +124,32 @@ void BM_AttentionShare(benchmark::State& st) {
     }
   }
 }
+void BM_OptimizerStep(benchmark::State& st) {
+  const bool flat = st.range(0) != 0;
+  TarFlow<F> m = digits_model(st.range(1), st.range(2));
+  Rng g(5);
+  m.visit_parameters([&](const std::string&, auto& p) { fill_normal(p.grad, g, 0.0f, 0.01f); }, "");
+  AdamW<F> opt({0.9, 0.999, 1e-8, 0.01});
+  Ema<F> ema(0.999);
+  std::unique_ptr<FlatParameters<F>> fp;
+  if (flat) fp = std::make_unique<FlatParameters<F>>(m);
+  for (auto _ : st) {
+    if (flat) {
+      benchmark::DoNotOptimize(clip_grad_norm(*fp, 1.0));
+      opt.step(*fp, m, 1e-4);
+      ema.update(*fp);
+    } else {
+      benchmark::DoNotOptimize(clip_grad_norm(m, 1.0));
+      opt.step(m, 1e-4);
+      ema.update(m);
+    }
+  }
+  st.counters["params"] = double(parameter_count(m));
+  st.counters["params/s"] =
+      benchmark::Counter(double(parameter_count(m)), benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_OptimizerStep)->ArgsProduct({{0, 1}, {4, 8}, {2}})->Unit(benchmark::kMicrosecond)->UseRealTime();
+
 BENCHMARK(BM_AttentionShare)->ArgsProduct({{128}, {0, 1}})->Unit(benchmark::kMillisecond)->UseRealTime();
 }  // namespace
 

@@ -35,7 +35,7 @@ constexpr const char* kUsage =
     "  F:      [--width 64] [--blocks 2] [--layers 1] [--heads 4] [--noise 0.05] [--flow-steps 200] [--batch 32]\n"
     "          [--lr 1e-3]\n"
     "  G:      [--g-width W] [--stages 2] [--g-layers 1] [--steps 200] [--g-lr 1e-3]\n"
-    "  speed:  [--sample-batch 32] [--repeats 3] [--tf32] (Cuda: TF32 tensor-core GEMMs)\n"
+    "  speed:  [--sample-batch 32] [--repeats 3] [--tf32 | --bf16] (Cuda: TF32 or bf16-operand tensor-core GEMMs)\n"
     "  --save-samples DIR: exact.npy and learned.npy (float32, sample-batch x C*S*S, same noise, rows in label\n"
     "  order) and labels.npy (int64)\n"
     "  --preset b2 sets the BiFlow-B/2-like sizes: width 768, 12 heads (head dim 64), F 8 blocks x 2 layers,\n"
@@ -320,7 +320,7 @@ int main(int argc, char** argv) try {
                    {"backend", "preset", "report", "data", "labels", "synthetic", "write-synthetic", "classes",
                     "channels", "size", "patch", "width", "blocks", "layers", "heads", "noise", "flow-steps", "batch",
                     "lr", "g-width", "stages", "g-layers", "steps", "g-lr", "sample-batch", "repeats", "save-samples"},
-                   {"tf32"});
+                   {"tf32", "bf16"});
   const std::string preset = a.str("preset", "tiny");
   if (preset != "tiny" && preset != "b2") a.fail("--preset must be tiny or b2");
 #if defined(__CUDACC__)
@@ -330,8 +330,11 @@ int main(int argc, char** argv) try {
       return gpu::no_device_exit("latent_biflow_cuda", " (run with --backend cpu for the same job on the CPU)");
     cudaDeviceProp p{};
     gpu::check(cudaGetDeviceProperties(&p, 0), "cudaGetDeviceProperties");
+    if (a.has("tf32") && a.has("bf16")) a.fail("--tf32 and --bf16 exclude each other");
     if (a.has("tf32")) gpu::context().set_math(gpu::MathMode::tf32);
-    const std::string dev = std::string(p.name) + (a.has("tf32") ? " (TF32)" : " (FP32)");
+    if (a.has("bf16")) gpu::context().set_math(gpu::MathMode::bf16);
+    const std::string dev =
+        std::string(p.name) + (a.has("tf32") ? " (TF32)" : a.has("bf16") ? " (bf16 GEMM operands)" : " (FP32)");
     return run<Cuda<float>>(a, dev.c_str());
   }
 #else
@@ -339,7 +342,7 @@ int main(int argc, char** argv) try {
   if (backend == "cuda") a.fail("this build has no CUDA backend: use latent_biflow_cuda (built where nvcc exists)");
 #endif
   if (backend != "cpu") a.fail("--backend must be cpu or cuda");
-  if (a.has("tf32")) a.fail("--tf32 applies to the Cuda backend only");
+  if (a.has("tf32") || a.has("bf16")) a.fail("--tf32 and --bf16 apply to the Cuda backend only");
   cpu::keep_heap_pages();
   return run<Cpu<float>>(a, "CPU");
 } catch (const std::exception& e) {

@@ -18,10 +18,12 @@ using namespace biflow;
 using B = Cpu<float>;
 using RealNVP = Repeat<dynamic, AffineCoupling<B, MLP<B>>>;
 using Maf = Repeat<dynamic, Sequential<MaskedAutoregressive<B>, Permutation<B>>>;
+using Iaf = Repeat<dynamic, Sequential<InverseAutoregressive<B>, Permutation<B>>>;
+using Nice = Sequential<Repeat<dynamic, AdditiveCoupling<B, MLP<B>>>, DiagonalScaling<B>>;
 
 static const char* kUsage =
     "usage: toy_density [--data moons|8gaussians|checkerboard|rings|FILE.csv] [--test FILE.csv]\n"
-    "                   [--model realnvp|maf] [--layers 8] [--hidden 64] [--steps 3000] [--batch 256]\n"
+    "                   [--model realnvp|maf|iaf|nice] [--layers 8] [--hidden 64] [--steps 3000] [--batch 256]\n"
     "                   [--lr 1e-3] [--seed 0] [--report out.json] [--plot out.png] [--reverse-steps 0]\n"
     "                   [--save F.safetensors] [--load F.safetensors] [--checkpoint run.ckpt]\n"
     "                   [--checkpoint-every 500] [--resume run.ckpt] [--stop-after N]\n"
@@ -250,7 +252,21 @@ int main(int argc, char** argv) try {
     });
     return run(flow, model, a, train, test, data_name);
   }
-  a.fail("--model must be realnvp or maf, got '" + model + "'");
+  if (model == "iaf") {  // density (training, test NLL) takes D passes per layer; sampling one
+    Iaf flow(std::size_t(layers), [&](std::size_t) {
+      return Sequential<InverseAutoregressive<B>, Permutation<B>>(InverseAutoregressive<B>(d, {hidden, hidden}, init),
+                                                                  Permutation<B>::reverse(d));
+    });
+    return run(flow, model, a, train, test, data_name);
+  }
+  if (model == "nice") {  // additive couplings (volume-preserving) and the final diagonal scaling
+    Nice flow(Repeat<dynamic, AdditiveCoupling<B, MLP<B>>>(std::size_t(layers), [&](std::size_t i) {
+                return make_additive_coupling<B>(masks::half(d, int(i % 2)), {hidden, hidden}, init);
+              }),
+              DiagonalScaling<B>(d));
+    return run(flow, model, a, train, test, data_name);
+  }
+  a.fail("--model must be realnvp, maf, iaf or nice, got '" + model + "'");
 } catch (const std::exception& e) {
   std::fprintf(stderr, "toy_density: %s\n", e.what());
   return 1;

@@ -1,4 +1,5 @@
-// Training (train/adamw.hpp, schedule.hpp, clip.hpp, ema.hpp, nll.hpp, optimization.hpp, trainer.hpp) and densities
+// Training (train/adamw.hpp, schedule.hpp, clip.hpp, ema.hpp, nll.hpp, optimization.hpp, trainer.hpp,
+// flat_parameters.hpp) and densities
 // (flow/distribution.hpp): optimiser, schedule, clipping, EMA, NaN guard, reproducibility, a trained density.
 #include <cmath>
 
@@ -66,6 +67,129 @@ TEST_CASE("the shared optimiser step (optimization.hpp): a non-finite loss is sk
   CHECK(opt.counters().consecutive_bad == 0);
   CHECK(opt.has_ema());
   CHECK((to_host(lin.weight.value) - w0).cwiseAbs().maxCoeff() > 1e-3);
+}
+
+namespace {
+/// Deterministic gradients for every parameter (seeded per step and parameter), the same on any copy of a model.
+template <class M>
+void set_grads(M& m, int step) {
+  std::uint64_t k = 0;
+  m.visit_parameters([&](const std::string&, auto& p) {
+    Rng r(1000 * std::uint64_t(step) + k++);
+    fill_normal(p.grad, r, 0.0f, 0.5f);
+  }, "");
+}
+template <class M>
+std::vector<HostMatrix<float>> values_of(M& m) {
+  std::vector<HostMatrix<float>> v;
+  m.visit_parameters([&](const std::string&, auto& p) { v.push_back(to_host(p.value)); }, "");
+  return v;
+}
+}  // namespace
+
+TEST_CASE("flat parameters: every parameter and gradient becomes a view of one buffer; names, shapes and values "
+          "are unchanged, assignment writes through, copies own their data") {
+  Rng rng(3);
+  MLP<F> net({5, 16, 16, 3}, rng);
+  std::vector<std::string> names;
+  net.visit_parameters([&](const std::string& n, auto&) { names.push_back(n); }, "");
+  const auto before = values_of(net);
+  FlatParameters<F> flat(net);
+  CHECK(flat.bound_to(net));
+  CHECK(flat.size() == parameter_count(net));
+  std::size_t i = 0;
+  long offset = 0;
+  net.visit_parameters([&](const std::string& n, Parameter<F>& p) {
+    CHECK(n == names[i]);
+    CHECK(flat.entries()[i].name == n);
+    CHECK(p.value.is_view());
+    CHECK(p.grad.is_view());
+    CHECK(p.value.data() == flat.values().data() + offset);
+    CHECK(p.grad.data() == flat.grads().data() + offset);
+    CHECK(to_host(p.value) == before[i]);
+    offset += p.value.size();
+    ++i;
+  }, "");
+  // Writing a parameter writes the flat buffer; a wrong shape is refused, naming both shapes.
+  Parameter<F>& w = net.linear(0).weight;
+  const HostMatrix<float> ones = HostMatrix<float>::Ones(w.value.rows(), w.value.cols());
+  w.value = from_host<F>(ones);
+  CHECK(w.value.is_view());
+  CHECK(flat.values().data()[0] == 1.0f);
+  CHECK_THROWS_WITH_AS(w.value = Tensor<F>(2, 2), doctest::Contains("expected a 16x5 tensor"), shape_error);
+  // std::swap exchanges contents and the view stays bound (what Ema::swap relies on).
+  Tensor<F> other(w.value.rows(), w.value.cols());
+  std::swap(w.value, other);
+  CHECK(w.value.is_view());
+  CHECK(flat.values().data()[0] == 0.0f);
+  CHECK(to_host(other) == ones);
+  // A copy of the model is independent: owning tensors, not views.
+  MLP<F> copy = net;
+  copy.visit_parameters([&](const std::string&, Parameter<F>& p) { CHECK(!p.value.is_view()); }, "");
+  fill(copy.linear(0).weight.value, 7.0f);
+  CHECK(flat.values().data()[0] == 0.0f);
+  CHECK(flat.bound_to(net));
+  CHECK(!flat.bound_to(copy));
+}
+
+TEST_CASE("flat parameters: the fused optimiser step (AdamW, clipping, EMA over the flat buffers) equals the "
+          "per-tensor one, with a frozen parameter in the middle, and after a restored optimiser state") {
+  for (double clip : {0.0, 0.5}) {
+    CAPTURE(clip);
+    Rng rng(4);
+    MLP<F> a({6, 32, 32, 4}, rng);
+    MLP<F> b = a;  // the per-tensor twin
+    a.linear(1).bias.frozen = b.linear(1).bias.frozen = true;
+    TrainOptions o;
+    o.lr = 1e-2;
+    o.warmup = 2;
+    o.total_steps = 20;
+    o.weight_decay = 0.1;
+    o.clip = clip;
+    o.ema_decay = 0.9;
+    o.verbose = false;
+    Optimization<F> fused(o);
+    AdamW<F> opt({o.beta1, o.beta2, o.eps, o.weight_decay});
+    Ema<F> ema(o.ema_decay, o.ema_warmup);
+    CosineSchedule sched{o.lr, o.warmup, o.total_steps, o.min_lr_fraction, o.linear_decay};
+    for (int s = 0; s < 6; ++s) {
+      set_grads(a, s);
+      set_grads(b, s);
+      const StepResult r = fused.step(a, 1.0);
+      const double n = clip_grad_norm(b, o.clip);
+      opt.step(b, sched(s));
+      ema.update(b);
+      CHECK(r.grad_norm == doctest::Approx(n).epsilon(1e-6));
+    }
+    REQUIRE(fused.flat() != nullptr);
+    CHECK(fused.flat()->bound_to(a));
+    const auto va = values_of(a), vb = values_of(b);
+    const double tol = clip > 0 ? 1e-6 : 0.0;  // clipping: the norm is summed in another order
+    for (std::size_t i = 0; i < va.size(); ++i)
+      CHECK((va[i] - vb[i]).cwiseAbs().maxCoeff() <= tol * (1 + vb[i].cwiseAbs().maxCoeff()));
+    CHECK(to_host(a.linear(1).bias.value) == to_host(b.linear(1).bias.value));  // frozen: untouched on both
+    for (std::size_t i = 0; i < ema.shadow().size(); ++i)
+      CHECK((to_host(fused.ema().shadow()[i]) - to_host(ema.shadow()[i])).cwiseAbs().maxCoeff() <= tol + 0.0);
+    // The moments are per-parameter views of the flat state (checkpoints read them by name).
+    CHECK(fused.optimizer().first_moments().size() == va.size());
+    CHECK(fused.optimizer().first_moments()[0].is_view());
+    // A restored per-tensor state (a checkpoint) is adopted by the next fused step.
+    Optimization<F> resumed(o);
+    MLP<F> c = b;
+    resumed.optimizer().set_state(opt.steps(), opt.first_moments(), opt.second_moments(), opt.names());
+    resumed.ema().set_state(ema.updates(), ema.shadow());
+    resumed.set_counters({6, 0, 0});
+    set_grads(b, 6);
+    set_grads(c, 6);
+    resumed.step(c, 1.0);
+    clip_grad_norm(b, o.clip);
+    opt.step(b, sched(6));
+    ema.update(b);
+    const auto vc = values_of(c), vb2 = values_of(b);
+    for (std::size_t i = 0; i < vc.size(); ++i)
+      CHECK((vc[i] - vb2[i]).cwiseAbs().maxCoeff() <= tol * (1 + vb2[i].cwiseAbs().maxCoeff()));
+    CHECK(resumed.optimizer().first_moments()[0].is_view());
+  }
 }
 
 TEST_CASE("cosine schedule warms up linearly, peaks at base_lr and decays to the floor") {

@@ -44,10 +44,13 @@ def main():
     p.add_argument("--heads", type=int, default=12)
     p.add_argument("--blocks", type=int, default=8)
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--classes", type=int, default=1000, help="as bench_cuda's latent configuration")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--tf32", action="store_true")
+    p.add_argument("--bf16", action="store_true",
+                   help="autocast to bfloat16 (PyTorch's usual bf16 row: every autocast op in bf16, not only the "
+                        "GEMM operands as biflow's bf16 math mode)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (the compiled row)")
     a = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = a.tf32
@@ -71,7 +74,9 @@ def main():
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        z, ld = fwd(x, y_all[i])
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
+            z, ld = fwd(x, y_all[i])
+        z, ld = z.float(), ld.float()
         loss = (0.5 * (z ** 2).sum(1) + 0.5 * D * math.log(2 * math.pi) - ld).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -81,7 +86,7 @@ def main():
         times.append(time.perf_counter() - t0)
     med = statistics.median(times[min(5, len(times) - 1):])
     out = {"impl": "pytorch-compile" if a.compile else "pytorch-eager", "torch": torch.__version__, "device": str(dev),
-           "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else "", "tf32": a.tf32, "batch": a.batch,
+           "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else "", "tf32": a.tf32, "bf16": a.bf16, "classes": a.classes, "batch": a.batch,
            "width": a.width, "blocks": a.blocks, "layers": a.layers, "params": sum(q.numel() for q in model.parameters()),
            "median_step_ms": 1e3 * med, "tokens_per_s": a.batch * model.tokens / med, "last_loss": loss_value,
            "peak_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if dev.type == "cuda" else None}

@@ -32,6 +32,7 @@
 #include "flow/patchify.hpp"
 #include "flow/permutation.hpp"
 #include "flow/score.hpp"
+#include "flow/scaling.hpp"
 #include "flow/sequential.hpp"
 #include "flow/standardize.hpp"
 #include "flow/tarflow_block.hpp"

@@ -3,6 +3,7 @@
 #include "../core/config.hpp"  // before Eigen: EIGEN_DONT_PARALLELIZE
 #include <Eigen/Core>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "../core/config.hpp"
@@ -43,33 +44,92 @@ class Indices {
                 "backend (docs/backends.md).");
 };
 
-/// Cpu tensor: owns an Eigen row-major matrix. Copies are deep.
+namespace detail {
+inline void check_view_bind(long offset, long rows, long cols, long size) {
+  if (offset < 0 || rows < 0 || cols < 0 || offset + rows * cols > size)
+    throw shape_error(cat("bind_view: a ", rows, "x", cols, " view at element ", offset,
+                          " does not fit in a buffer of ", size, " elements"));
+}
+inline void check_view_assign(long r, long c, long rows, long cols) {
+  if (r != rows || c != cols)
+    throw shape_error(cat("assignment to a tensor view: expected a ", r, "x", c, " tensor (the view's shape), got ",
+                          rows, "x", cols));
+}
+}  // namespace detail
+
+/// Cpu tensor: owns an Eigen row-major matrix, or is a *view* of part of another tensor's buffer (bind_view: how
+/// a model's parameters and gradients live in one flat buffer, train/flat_parameters.hpp). Copies are deep and
+/// own their data. A view stays bound for life: assigning to it (copy or move) writes the values into the viewed
+/// buffer (same shape, else shape_error), and moving *from* it copies, so std::swap exchanges contents.
 template <class T>
 class Tensor<Cpu<T>> {
  public:
   using backend = Cpu<T>;
   using scalar = T;
+  using Map = Eigen::Map<HostMatrix<T>>;
+  using ConstMap = Eigen::Map<const HostMatrix<T>>;
   Tensor() = default;
   Tensor(long rows, long cols) : m_(rows, cols) { m_.setZero(); }
   Tensor(long rows, long cols, uninit_t) : m_(rows, cols) {}
   explicit Tensor(HostMatrix<T> m) : m_(std::move(m)) {}
-  long rows() const { return m_.rows(); }
-  long cols() const { return m_.cols(); }
-  long size() const { return m_.size(); }
-  bool empty() const { return m_.size() == 0; }
+  Tensor(const Tensor& o) : m_(o.eigen()) {}
+  // noexcept so that containers move rather than copy; moving from a view copies (an allocation failure there
+  // terminates, as any allocation failure inside a noexcept move would).
+  Tensor(Tensor&& o) noexcept {
+    if (o.view_) m_ = o.eigen();
+    else m_ = std::move(o.m_);
+  }
+  Tensor& operator=(const Tensor& o) {
+    if (this == &o) return *this;
+    if (view_) {
+      detail::check_view_assign(rows(), cols(), o.rows(), o.cols());
+      eigen() = o.eigen();
+    } else {
+      m_ = o.eigen();
+    }
+    return *this;
+  }
+  Tensor& operator=(Tensor&& o) {
+    if (this == &o) return *this;
+    if (view_ || o.view_) return *this = static_cast<const Tensor&>(o);
+    m_ = std::move(o.m_);
+    return *this;
+  }
+  ~Tensor() = default;
+
+  long rows() const { return view_ ? vr_ : m_.rows(); }
+  long cols() const { return view_ ? vc_ : m_.cols(); }
+  long size() const { return rows() * cols(); }
+  bool empty() const { return size() == 0; }
   /// Reinterprets the row-major buffer as rows x cols (same element count; no copy).
   void reshape(long rows, long cols) {
     detail::check_reshape(this->rows(), this->cols(), rows, cols);
-    m_.resize(rows, cols);  // same size: Eigen keeps the buffer and only changes the dimensions
+    if (view_) vr_ = rows, vc_ = cols;
+    else m_.resize(rows, cols);  // same size: Eigen keeps the buffer and only changes the dimensions
   }
-  T* data() { return m_.data(); }
-  const T* data() const { return m_.data(); }
+  T* data() { return view_ ? view_ : m_.data(); }
+  const T* data() const { return view_ ? view_ : m_.data(); }
   /// Direct Eigen access; exists on Cpu only (backend code and tests use it, layers must not).
-  HostMatrix<T>& eigen() { return m_; }
-  const HostMatrix<T>& eigen() const { return m_; }
+  Map eigen() { return Map(data(), rows(), cols()); }
+  ConstMap eigen() const { return ConstMap(data(), rows(), cols()); }
+
+  /// Makes this tensor a rows x cols view of `storage`'s elements [offset, offset + rows·cols); the view keeps
+  /// the storage alive. What this tensor held before is dropped (copy it in first to keep it).
+  void bind_view(std::shared_ptr<Tensor> storage, long offset, long rows, long cols) {
+    detail::check_view_bind(offset, rows, cols, storage->size());
+    m_ = HostMatrix<T>();
+    view_ = storage->data() + offset;
+    vr_ = rows;
+    vc_ = cols;
+    keep_ = std::move(storage);
+  }
+  bool is_view() const { return view_ != nullptr; }
 
  private:
   HostMatrix<T> m_;
+  T* view_ = nullptr;  // non-null: a view into keep_'s buffer
+  long vr_ = 0, vc_ = 0;
+  std::shared_ptr<Tensor> keep_;
 };
 
 /// Cpu index buffer (gathers/permutations).
@@ -99,7 +159,7 @@ Tensor<Cpu<T>> backend_from_host(backend_tag<Cpu<T>>, const HostMatrix<T>& m) {
 /// Explicit backend -> host copy (a plain copy on Cpu; a download on Cuda).
 template <class T>
 HostMatrix<T> to_host(const Tensor<Cpu<T>>& t) {
-  return t.eigen();
+  return HostMatrix<T>(t.eigen());
 }
 
 /// Index buffer (gathers, permutations) on the backend; provided as `backend_make_indices(backend_tag<B>, v)`.

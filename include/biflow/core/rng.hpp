@@ -25,6 +25,13 @@ BIFLOW_HOST_DEVICE inline std::uint64_t hash2(std::uint64_t seed, std::uint64_t 
 BIFLOW_HOST_DEVICE inline double uniform01(std::uint64_t bits) {
   return (static_cast<double>(bits >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
+/// lo + (hi - lo) u as one explicitly fused multiply-add in double, rounded once to T: compilers may contract
+/// the plain expression into an FMA on one backend and not on the other (nvcc does by default), so writing the FMA
+/// makes Cpu and Cuda draws bit-identical.
+template <class T>
+BIFLOW_HOST_DEVICE inline T uniform_in(T lo, T hi, double u) {
+  return static_cast<T>(fma(static_cast<double>(hi) - static_cast<double>(lo), u, static_cast<double>(lo)));
+}
 /// Standard normal from one 64-bit hash (Box-Muller on two 32-bit halves, cosine branch only).
 BIFLOW_HOST_DEVICE inline double normal(std::uint64_t seed, std::uint64_t counter) {
   const std::uint64_t a = hash2(seed, 2 * counter);

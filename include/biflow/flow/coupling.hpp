@@ -1,6 +1,7 @@
 #pragma once
-// Affine coupling (RealNVP): y = x ⊙ exp(s) + t on the dimensions the mask marks 0, identity on the rest,
-// with (s, t) = net([x ⊙ mask, cond]); s = c·tanh(s_raw / c) keeps the scale bounded.
+// Coupling layers. Affine (RealNVP): y = x ⊙ exp(s) + t on the dimensions the mask marks 0, identity on the rest,
+// with (s, t) = net([x ⊙ mask, cond]); s = c·tanh(s_raw / c) keeps the scale bounded. Additive (NICE, Dinh et al.
+// 2014): the scale-free special case y = x + t, volume-preserving (log-det 0); NICE ends with a DiagonalScaling.
 #include <vector>
 
 #include "../nn/mlp.hpp"
@@ -131,6 +132,111 @@ class AffineCoupling : public FlowLayerBase<AffineCoupling<B, Net>, B> {
   double clamp_ = 2.0;
   Tensor<B> mask_, inv_mask_;
 };
+
+/// NICE's additive coupling: y = x + t(x ⊙ mask [, cond]) on the dimensions the mask marks 0. Volume-preserving:
+/// the log-det is exactly 0 in both directions, so a NICE flow needs a DiagonalScaling (or ActNorm) to change
+/// volume at all.
+template <Backend B, class Net = MLP<B, act::ReLU>>
+class AdditiveCoupling : public FlowLayerBase<AdditiveCoupling<B, Net>, B> {
+  static_assert(check_module_contract<Net>());
+  static_assert(std::is_same_v<typename Net::backend, B>,
+                "AdditiveCoupling<B, Net>: the conditioner network must use the same backend as the layer.");
+
+ public:
+  static constexpr const char* layer_name = "AdditiveCoupling";
+  using T = typename B::scalar;
+  struct Context {
+    long rows = 0;
+    typename Net::Context net;
+  };
+
+  AdditiveCoupling() = default;
+  /// mask: 1 = kept dims (fed to net), 0 = shifted; net: (D + cond_features) -> D, the shift.
+  AdditiveCoupling(std::vector<int> mask, Net net, long cond_features = 0)
+      : d_(static_cast<long>(mask.size())), c_(cond_features), net(std::move(net)) {
+    masks::validate(mask, d_);
+    if (this->net.in_features() != d_ + c_ || this->net.out_features() != d_)
+      throw shape_error(detail::cat("AdditiveCoupling: the conditioner must map ", d_ + c_, " -> ", d_,
+                                    " features (D + context -> shift), got ", this->net.in_features(), " -> ",
+                                    this->net.out_features()));
+    std::vector<T> m(mask.begin(), mask.end()), im;
+    for (int v : mask) im.push_back(T(1 - v));
+    mask_ = row_from_host<B>(m);
+    inv_mask_ = row_from_host<B>(im);
+  }
+
+  long features() const { return d_; }
+  long cond_features() const { return c_; }
+
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
+    const Tensor<B> t = shift(x, cond, ctx ? &ctx->net : nullptr);
+    if (ctx) ctx->rows = x.rows();
+    return {zip(fn::Add{}, x, t), want_logdet ? Tensor<B>(x.rows(), 1) : Tensor<B>{}};
+  }
+  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet) const {
+    const Tensor<B> t = shift(y, cond, nullptr);  // kept dims of y equal those of x
+    return {zip(fn::Sub{}, y, t), want_logdet ? Tensor<B>(y.rows(), 1) : Tensor<B>{}};
+  }
+  /// dlogdet is accepted and ignored: the log-det is the constant 0.
+  Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
+                     GradMode mode = GradMode::all) {
+    require_shape("AdditiveCoupling.backward: dy", dy, ctx.rows, d_);
+    require_shape("AdditiveCoupling.backward: dlogdet", dlogdet, ctx.rows, 1);
+    Tensor<B> dinp = net.backward(ctx.net, zip(fn::Mul{}, dy, inv_mask_), mode);
+    if (!wants_input_grad(mode)) return {};
+    if (c_ > 0) dinp = slice_cols(dinp, 0, d_);
+    Tensor<B> dx = dy;
+    map(dx, fn::AddMul{}, dx, dinp, mask_);
+    return dx;
+  }
+  template <class V>
+  void visit_parameters(V&& v, const std::string& prefix) {
+    net.visit_parameters(v, join_name(prefix, "net"));
+  }
+  /// "mask" (1 = kept, [D]) and the conditioner's buffers.
+  template <class V>
+  void visit_buffers(V&& v, const std::string& prefix) {
+    v(join_name(prefix, "mask"), tensor_buffer(mask_, [this](Tensor<B> m) {
+        const HostMatrix<T> h = to_host(m);
+        std::vector<int> mk;
+        for (long i = 0; i < h.size(); ++i) {
+          if (h.data()[i] != T(0) && h.data()[i] != T(1))
+            throw usage_error(detail::cat("AdditiveCoupling: mask entry ", i, " is ", h.data()[i],
+                                          ", expected 0 or 1"));
+          mk.push_back(int(h.data()[i]));
+        }
+        masks::validate(mk, d_);
+        mask_ = std::move(m);
+        inv_mask_ = zip(fn::OneMinus{}, mask_);
+      }));
+    visit_buffers_of(net, v, join_name(prefix, "net"));
+  }
+
+  Net net;
+
+ private:
+  Tensor<B> shift(const Tensor<B>& x, const Tensor<B>& cond, typename Net::Context* nctx) const {
+    Tensor<B> inp = zip(fn::Mul{}, x, mask_);
+    if (c_ > 0) inp = concat_cols(inp, cond);
+    const Tensor<B> h = nctx ? net.forward(std::move(inp), *nctx) : net.forward(inp);
+    return zip(fn::Mul{}, h, inv_mask_);
+  }
+  long d_ = 0, c_ = 0;
+  Tensor<B> mask_, inv_mask_;
+};
+
+/// A NICE coupling with an MLP conditioner (D + cond -> hidden... -> D, last layer zeroed: starts as the identity).
+template <Backend B, class Act = act::ReLU>
+AdditiveCoupling<B, MLP<B, Act>> make_additive_coupling(std::vector<int> mask, std::vector<long> hidden, Rng& rng,
+                                                        long cond_features = 0) {
+  const long d = static_cast<long>(mask.size());
+  std::vector<long> sizes{d + cond_features};
+  sizes.insert(sizes.end(), hidden.begin(), hidden.end());
+  sizes.push_back(d);
+  MLP<B, Act> net(sizes, rng);
+  net.zero_last();
+  return AdditiveCoupling<B, MLP<B, Act>>(std::move(mask), std::move(net), cond_features);
+}
 
 /// A RealNVP coupling with an MLP conditioner (D + cond -> hidden... -> 2D, last layer zeroed so the
 /// layer starts as the identity).

@@ -4,7 +4,7 @@
 #include <limits>
 #include <vector>
 
-#include "../nn/parameter.hpp"
+#include "flat_parameters.hpp"
 
 namespace biflow {
 
@@ -58,6 +58,29 @@ class AdamW {
       ++i;
     }, "");
   }
+  /// The same update over a model whose parameters live in `flat` (FlatParameters): one for_each over each run
+  /// of consecutive non-frozen parameters (usually one run: the whole buffer) instead of one per tensor. The
+  /// moments live in flat buffers too; first_moments() / second_moments() are views of them, per parameter.
+  template <HasParameters M>
+    requires ViewableTensors<B>
+  void step(FlatParameters<B>& flat, M& model, double lr) {
+    std::vector<char> frozen;
+    model.visit_parameters([&](const std::string&, Parameter<B>& p) { frozen.push_back(p.frozen ? 1 : 0); }, "");
+    if (frozen.size() != flat.entries().size() || !flat.bound_to(model))
+      throw usage_error("AdamW.step: the model's parameters are not the views of this FlatParameters");
+    bind_moments(flat);
+    ++t_;
+    const double bc1 = 1 - std::pow(o_.beta1, double(t_)), bc2 = 1 - std::pow(o_.beta2, double(t_));
+    const fn::AdamWUpdate up{lr, o_.beta1, o_.beta2, o_.eps, o_.weight_decay, bc1, bc2};
+    for (const auto& [off, len] : flat.runs([&](std::size_t i) { return !frozen[i]; })) {
+      Tensor<B> p, g, m, v;
+      bind_view(p, flat.values_storage(), off, 1, len);
+      bind_view(g, flat.grads_storage(), off, 1, len);
+      bind_view(m, m_flat_, off, 1, len);
+      bind_view(v, v_flat_, off, 1, len);
+      for_each(up, p, g, m, v);
+    }
+  }
   long steps() const { return t_; }
   const Options& options() const { return o_; }
   /// Optimiser state, in parameter visiting order (for checkpoints).
@@ -73,9 +96,49 @@ class AdamW {
     m_ = std::move(m);
     v_ = std::move(v);
     names_ = std::move(names);
+    m_flat_.reset();  // the flat path adopts these at its next step
+    v_flat_.reset();
   }
 
  private:
+  /// Moments as views of two flat buffers laid out like `flat`; existing per-tensor moments (a restored
+  /// checkpoint, earlier per-tensor steps) are copied in first.
+  void bind_moments(const FlatParameters<B>& flat) {
+    const auto& es = flat.entries();
+    if (m_flat_ && m_flat_->size() == flat.size() && m_.size() == es.size()) return;
+    if (!m_.empty()) {
+      if (m_.size() != es.size())
+        throw usage_error(detail::cat("AdamW.step: the optimiser holds moments for ", m_.size(),
+                                      " parameters, the model has ", es.size(), "; one optimiser serves one model"));
+      for (std::size_t i = 0; i < es.size(); ++i)
+        if (names_[i] != es[i].name)
+          throw usage_error(detail::cat("AdamW.step: parameter ", i, " is '", es[i].name, "', was '", names_[i],
+                                        "' at the first step; one optimiser serves one model"));
+    }
+    auto m = std::make_shared<Tensor<B>>(1, flat.size());
+    auto v = std::make_shared<Tensor<B>>(1, flat.size());
+    const bool adopt = !m_.empty();
+    if (!adopt) {
+      m_.resize(es.size());
+      v_.resize(es.size());
+      for (const auto& e : es) names_.push_back(e.name);
+    }
+    for (std::size_t i = 0; i < es.size(); ++i) {
+      const auto& e = es[i];
+      if (adopt && e.size() > 0) {
+        require_shape("AdamW.step: a restored first moment", m_[i], e.rows, e.cols);
+        require_shape("AdamW.step: a restored second moment", v_[i], e.rows, e.cols);
+        copy_block(m_[i], 0, e.size(), *m, e.offset, flat.size(), 1, e.size());
+        copy_block(v_[i], 0, e.size(), *v, e.offset, flat.size(), 1, e.size());
+      }
+      bind_view(m_[i], m, e.offset, e.rows, e.cols);
+      bind_view(v_[i], v, e.offset, e.rows, e.cols);
+    }
+    m_flat_ = std::move(m);
+    v_flat_ = std::move(v);
+  }
+  std::shared_ptr<Tensor<B>> m_flat_, v_flat_;
+
   Options o_;
   long t_ = 0;
   std::vector<Tensor<B>> m_, v_;

@@ -2,7 +2,7 @@
 #include <cmath>
 #include <type_traits>
 
-#include "../nn/parameter.hpp"
+#include "flat_parameters.hpp"
 
 namespace biflow {
 
@@ -34,6 +34,17 @@ double clip_grad_norm(M& model, double max_norm) {
   if (std::isfinite(n) && max_norm > 0 && n > max_norm) {
     const double s = max_norm / (n + 1e-6);
     model.visit_parameters([&](const std::string&, auto& p) { map(p.grad, fn::Scale{s}, p.grad); }, "");
+  }
+  return n;
+}
+
+/// The same over a flat gradient buffer (FlatParameters): one reduction and one scaling pass for the whole model.
+template <Backend B>
+double clip_grad_norm(FlatParameters<B>& flat, double max_norm) {
+  const double n = std::sqrt(double(sum_sq(flat.grads())));
+  if (std::isfinite(n) && max_norm > 0 && n > max_norm) {
+    const double s = max_norm / (n + 1e-6);
+    map(flat.grads(), fn::Scale{s}, flat.grads());
   }
   return n;
 }

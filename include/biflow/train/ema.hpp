@@ -4,7 +4,7 @@
 #include <utility>
 #include <vector>
 
-#include "../nn/parameter.hpp"
+#include "flat_parameters.hpp"
 
 namespace biflow {
 
@@ -30,6 +30,36 @@ class Ema {
     if (i != shadow_.size())
       throw usage_error(detail::cat("Ema.update: model has ", i, " parameters, the average has ", shadow_.size()));
   }
+  /// The same update over the whole flat parameter buffer in one pass (the average is a flat buffer too;
+  /// shadow() holds per-parameter views of it).
+  void update(FlatParameters<B>& flat) {
+    const auto& es = flat.entries();
+    const double t = double(updates_), d = warmup_ ? std::min(decay_, (1 + t) / (10 + t)) : decay_;
+    if (!flat_ || flat_->size() != flat.size() || shadow_.size() != es.size()) {
+      // First update (the average starts as a copy), or adopting a restored per-tensor average.
+      const bool adopt = !shadow_.empty();
+      if (adopt && shadow_.size() != es.size())
+        throw usage_error(detail::cat("Ema.update: model has ", es.size(), " parameters, the average has ",
+                                      shadow_.size()));
+      auto s = std::make_shared<Tensor<B>>(flat.values());
+      if (!adopt) shadow_.resize(es.size());
+      for (std::size_t i = 0; i < es.size(); ++i) {
+        const auto& e = es[i];
+        if (adopt && e.size() > 0) {
+          require_shape("Ema.update: a restored average", shadow_[i], e.rows, e.cols);
+          copy_block(shadow_[i], 0, e.size(), *s, e.offset, flat.size(), 1, e.size());
+        }
+        bind_view(shadow_[i], s, e.offset, e.rows, e.cols);
+      }
+      flat_ = std::move(s);
+      if (!adopt) {
+        ++updates_;
+        return;
+      }
+    }
+    map(*flat_, fn::Axpby{d, 1 - d}, *flat_, flat.values());
+    ++updates_;
+  }
   /// Exchanges model parameters and averages (call twice to restore).
   template <HasParameters M>
   void swap(M& model) {
@@ -44,6 +74,7 @@ class Ema {
   void set_state(long updates, std::vector<Tensor<B>> shadow) {
     updates_ = updates;
     shadow_ = std::move(shadow);
+    flat_.reset();  // the flat path adopts it at its next update
   }
 
  private:
@@ -51,6 +82,7 @@ class Ema {
   bool warmup_ = false;
   long updates_ = 0;
   std::vector<Tensor<B>> shadow_;
+  std::shared_ptr<Tensor<B>> flat_;  // the flat average shadow_ views (flat path only)
 };
 
 }  // namespace biflow

@@ -5,6 +5,7 @@
 // count. Its whole state (AdamW moments, EMA average, counters) is what a checkpoint saves (checkpoint.hpp).
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <string>
 
 #include "adamw.hpp"
@@ -53,7 +54,14 @@ class Optimization {
   StepResult step(M& trainable, E& averaged, double loss) {
     StepResult r;
     r.loss = loss;
-    r.grad_norm = clip_grad_norm(trainable, o_.clip);
+    // Parameters and gradients in one flat buffer each (built at the first step, rebuilt if the model's
+    // parameters stop being its views): clipping, AdamW and EMA are then a few passes over the whole model.
+    if constexpr (ViewableTensors<B>) {
+      if (!flat_ || !flat_->bound_to(trainable)) flat_ = std::make_unique<FlatParameters<B>>(trainable);
+      r.grad_norm = clip_grad_norm(*flat_, o_.clip);
+    } else {
+      r.grad_norm = clip_grad_norm(trainable, o_.clip);
+    }
     r.lr = sched_(c_.step);
     if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
       r.skipped = true;
@@ -73,8 +81,17 @@ class Optimization {
       return r;
     }
     c_.consecutive_bad = 0;
-    opt_.step(trainable, r.lr);
-    if (o_.ema_decay > 0) ema_.update(averaged);
+    if constexpr (ViewableTensors<B>) {
+      opt_.step(*flat_, trainable, r.lr);
+      // The average covers the whole flat buffer when the averaged model is the trainable one.
+      if (o_.ema_decay > 0) {
+        if (static_cast<const void*>(&averaged) == static_cast<const void*>(&trainable)) ema_.update(*flat_);
+        else ema_.update(averaged);
+      }
+    } else {
+      opt_.step(trainable, r.lr);
+      if (o_.ema_decay > 0) ema_.update(averaged);
+    }
     ++c_.step;
     return r;
   }
@@ -92,6 +109,9 @@ class Optimization {
   /// An EMA average exists: evaluate with it by `ema().swap(model)` (and swap back to continue training).
   bool has_ema() const { return o_.ema_decay > 0 && !ema_.empty(); }
   const TrainOptions& options() const { return o_; }
+  /// The flat parameter and gradient buffers of the trainable model (null before the first step, or on a backend
+  /// whose tensors cannot be views).
+  FlatParameters<B>* flat() { return flat_.get(); }
 
  private:
   TrainOptions o_;
@@ -100,6 +120,7 @@ class Optimization {
   Ema<B> ema_;
   CosineSchedule sched_;
   Counters c_;
+  std::unique_ptr<FlatParameters<B>> flat_;
 };
 
 }  // namespace biflow

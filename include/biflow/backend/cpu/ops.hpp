@@ -21,10 +21,10 @@ template <class T>
 void gemm(const Tensor<Cpu<T>>& a, bool trans_a, const Tensor<Cpu<T>>& b, bool trans_b, Tensor<Cpu<T>>& c,
           T alpha = T(1), T beta = T(0)) {
   const detail::GemmShape sh = detail::gemm_shape(a, trans_a, b, trans_b, c, beta);
-  if (sh.resize_c) c.eigen().resize(sh.m, sh.n);
-  auto& C = c.eigen();
-  const auto& A = a.eigen();
-  const auto& Bm = b.eigen();
+  if (sh.resize_c) c = Tensor<Cpu<T>>(sh.m, sh.n, uninit);
+  auto C = c.eigen();
+  const auto A = a.eigen();
+  const auto Bm = b.eigen();
   // Rows [r0, r1) of C; noalias: C never aliases A or B in biflow's layers, and skipping the temporary matters.
   auto rows = [&](long r0, long r1) {
     auto Cr = C.middleRows(r0, r1 - r0);
@@ -317,6 +317,8 @@ Tensor<Cpu<T>> layernorm_backward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>&
                                   const Tensor<Cpu<T>>& rstd, const Tensor<Cpu<T>>& dy, Tensor<Cpu<T>>& dgamma,
                                   Tensor<Cpu<T>>& dbeta) {
   const long R = x.rows(), C = x.cols();
+  require_shape("layernorm_backward: dgamma", dgamma, gamma.rows(), gamma.cols());
+  require_shape("layernorm_backward: dbeta", dbeta, gamma.rows(), gamma.cols());
   Tensor<Cpu<T>> dx(R, C, uninit);
   cpu::parallel_range(R, cpu::grain_for(6 * C), [&](long r0, long r1) {
     for (long r = r0; r < r1; ++r) {
@@ -363,8 +365,7 @@ template <class T>
 void fill_uniform(Tensor<Cpu<T>>& x, Rng& rng, T lo = T(0), T hi = T(1)) {
   const std::uint64_t base = rng.take(static_cast<std::uint64_t>(x.size()));
   for (long i = 0; i < x.size(); ++i)
-    x.data()[i] =
-        lo + (hi - lo) * static_cast<T>(rng_detail::uniform01(rng_detail::hash2(rng.seed(), base + i)));
+    x.data()[i] = rng_detail::uniform_in<T>(lo, hi, rng_detail::uniform01(rng_detail::hash2(rng.seed(), base + i)));
 }
 
 /// Inverse of a small square matrix (LU with partial pivoting).

@@ -1,11 +1,8 @@
 #pragma once
-// Cuda backend primitives: cuBLAS for GEMM, Thrust (stream-bound policies) for reductions, biflow's own
-// kernels for elementwise maps, row/column reductions, gathers, LayerNorm and RNG. Same signatures and
-// semantics as backend/cpu/ops.hpp.
-#include <thrust/execution_policy.h>
-#include <thrust/functional.h>
-#include <thrust/reduce.h>
-#include <thrust/transform_reduce.h>
+// Cuda backend primitives: cuBLAS for GEMM, GEMV (column sums) and batched products, biflow's own kernels for
+// elementwise maps, reductions, gathers, LayerNorm and RNG. Same signatures and semantics as backend/cpu/ops.hpp.
+// Every reduction is two-stage in a fixed order (no atomics): the same input gives the same bits on every run.
+// Temporaries come from the stream-ordered pool (no device-wide synchronisation; the pool keeps its memory).
 
 #include "../../core/config.hpp"  // before Eigen
 #include <Eigen/LU>
@@ -46,26 +43,32 @@ __global__ void for_each_kernel(long n, F f, T* p0, P*... p) {
   for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x) f(p0[i], p[i]...);
 }
 
-/// One warp per row.
+// Warp-per-row kernels walk rows with a grid stride: blocks_for caps the grid, and a batch × heads × T
+// attention matrix has more rows than the capped grid has warps. The loop bound is the same for the 32 lanes of a
+// warp, so the full-mask shuffles inside stay converged.
+__device__ inline long first_warp() { return (blockIdx.x * long(blockDim.x) + threadIdx.x) / 32; }
+__device__ inline long warp_stride() { return long(gridDim.x) * blockDim.x / 32; }
+
 template <class T>
 __global__ void row_sum_kernel(const T* x, T* out, long R, long C) {
-  const long row = (blockIdx.x * long(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (row >= R) return;
-  T s = 0;
-  for (long c = lane; c < C; c += 32) s += x[row * C + c];
-  for (int o = 16; o > 0; o /= 2) s += __shfl_down_sync(0xffffffffu, s, o);
-  if (lane == 0) out[row] = s;
+  for (long row = first_warp(); row < R; row += warp_stride()) {
+    T s = 0;
+    for (long c = lane; c < C; c += 32) s += x[row * C + c];
+    for (int o = 16; o > 0; o /= 2) s += __shfl_down_sync(0xffffffffu, s, o);
+    if (lane == 0) out[row] = s;
+  }
 }
 
-/// One thread per column (coalesced across the warp: consecutive columns are adjacent in memory).
 template <class T>
-__global__ void col_sum_kernel(const T* x, T* out, long R, long C, T beta) {
-  const long c = blockIdx.x * long(blockDim.x) + threadIdx.x;
-  if (c >= C) return;
-  T s = 0;
-  for (long r = 0; r < R; ++r) s += x[r * C + c];
-  out[c] = beta == T(0) ? s : beta * out[c] + s;
+__global__ void fill_kernel(T* x, long n, T v) {
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x) x[i] = v;
+}
+/// C = beta C (beta = 0 writes zeros, so NaN garbage in an uninitialised C does not survive).
+template <class T>
+__global__ void scale_kernel(T* x, long n, T beta) {
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x)
+    x[i] = beta == T(0) ? T(0) : beta * x[i];
 }
 
 template <class T>
@@ -86,28 +89,28 @@ __device__ T warp_sum(T v) {
 /// One warp per row; causal rows see columns <= r % C.
 template <class T>
 __global__ void softmax_kernel(T* s, long R, long C, bool causal) {
-  const long row = (blockIdx.x * long(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (row >= R) return;
-  T* x = s + row * C;
-  const long n = causal ? (row % C) + 1 : C;
-  T mx = -INFINITY;
-  for (long c = lane; c < n; c += 32) mx = fmax(mx, x[c]);
-  for (int o = 16; o > 0; o /= 2) mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-  T z = 0;
-  for (long c = lane; c < n; c += 32) z += exp(x[c] - mx);
-  z = warp_sum(z);
-  for (long c = lane; c < C; c += 32) x[c] = c < n ? exp(x[c] - mx) / z : T(0);
+  for (long row = first_warp(); row < R; row += warp_stride()) {
+    T* x = s + row * C;
+    const long n = causal ? (row % C) + 1 : C;
+    T mx = -INFINITY;
+    for (long c = lane; c < n; c += 32) mx = fmax(mx, x[c]);
+    for (int o = 16; o > 0; o /= 2) mx = fmax(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    T z = 0;
+    for (long c = lane; c < n; c += 32) z += exp(x[c] - mx);
+    z = warp_sum(z);
+    for (long c = lane; c < C; c += 32) x[c] = c < n ? exp(x[c] - mx) / z : T(0);
+  }
 }
 template <class T>
 __global__ void softmax_bwd_kernel(const T* p, T* g, long R, long C) {
-  const long row = (blockIdx.x * long(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (row >= R) return;
-  T dot = 0;
-  for (long c = lane; c < C; c += 32) dot += p[row * C + c] * g[row * C + c];
-  dot = warp_sum(dot);
-  for (long c = lane; c < C; c += 32) g[row * C + c] = p[row * C + c] * (g[row * C + c] - dot);
+  for (long row = first_warp(); row < R; row += warp_stride()) {
+    T dot = 0;
+    for (long c = lane; c < C; c += 32) dot += p[row * C + c] * g[row * C + c];
+    dot = warp_sum(dot);
+    for (long c = lane; c < C; c += 32) g[row * C + c] = p[row * C + c] * (g[row * C + c] - dot);
+  }
 }
 template <class T>
 __global__ void add_repeat_rows_kernel(T* x, const T* v, long R, long C, long group) {
@@ -130,40 +133,74 @@ __global__ void sum_row_groups_kernel(const T* x, T* out, long G, long C, long g
 
 template <class T>
 __global__ void layernorm_fwd_kernel(const T* x, const T* g, const T* b, T eps, T* y, T* mean, T* rstd, long R, long C) {
-  const long row = (blockIdx.x * long(blockDim.x) + threadIdx.x) / 32;
   const int lane = threadIdx.x % 32;
-  if (row >= R) return;
-  const T* xr = x + row * C;
-  T s = 0;
-  for (long c = lane; c < C; c += 32) s += xr[c];
-  const T mu = warp_sum(s) / T(C);
-  T v = 0;
-  for (long c = lane; c < C; c += 32) v += (xr[c] - mu) * (xr[c] - mu);
-  const T rs = rsqrt(warp_sum(v) / T(C) + eps);
-  for (long c = lane; c < C; c += 32) y[row * C + c] = (xr[c] - mu) * rs * g[c] + b[c];
-  if (lane == 0) mean[row] = mu, rstd[row] = rs;
+  for (long row = first_warp(); row < R; row += warp_stride()) {
+    const T* xr = x + row * C;
+    T s = 0;
+    for (long c = lane; c < C; c += 32) s += xr[c];
+    const T mu = warp_sum(s) / T(C);
+    T v = 0;
+    for (long c = lane; c < C; c += 32) v += (xr[c] - mu) * (xr[c] - mu);
+    const T rs = rsqrt(warp_sum(v) / T(C) + eps);
+    for (long c = lane; c < C; c += 32) y[row * C + c] = (xr[c] - mu) * rs * g[c] + b[c];
+    if (lane == 0) mean[row] = mu, rstd[row] = rs;
+  }
 }
 
+/// dx only; dγ and dβ are column reductions done by the two kernels below.
 template <class T>
-__global__ void layernorm_bwd_kernel(const T* x, const T* g, const T* mean, const T* rstd, const T* dy, T* dx, T* dg,
-                                     T* db, long R, long C) {
-  const long row = (blockIdx.x * long(blockDim.x) + threadIdx.x) / 32;
+__global__ void layernorm_bwd_kernel(const T* x, const T* g, const T* mean, const T* rstd, const T* dy, T* dx, long R,
+                                     long C) {
   const int lane = threadIdx.x % 32;
-  if (row >= R) return;
-  const T mu = mean[row], rs = rstd[row];
-  T s1 = 0, s2 = 0;
-  for (long c = lane; c < C; c += 32) {
-    const T xh = (x[row * C + c] - mu) * rs, gg = dy[row * C + c] * g[c];
-    s1 += gg;
-    s2 += gg * xh;
-    atomicAdd(&dg[c], dy[row * C + c] * xh);  // parameter gradients: reduced over rows
-    atomicAdd(&db[c], dy[row * C + c]);
+  for (long row = first_warp(); row < R; row += warp_stride()) {
+    const T mu = mean[row], rs = rstd[row];
+    T s1 = 0, s2 = 0;
+    for (long c = lane; c < C; c += 32) {
+      const T xh = (x[row * C + c] - mu) * rs, gg = dy[row * C + c] * g[c];
+      s1 += gg;
+      s2 += gg * xh;
+    }
+    s1 = warp_sum(s1) / T(C);
+    s2 = warp_sum(s2) / T(C);
+    for (long c = lane; c < C; c += 32) {
+      const T xh = (x[row * C + c] - mu) * rs;
+      dx[row * C + c] = rs * (dy[row * C + c] * g[c] - s1 - xh * s2);
+    }
   }
-  s1 = warp_sum(s1) / T(C);
-  s2 = warp_sum(s2) / T(C);
-  for (long c = lane; c < C; c += 32) {
-    const T xh = (x[row * C + c] - mu) * rs;
-    dx[row * C + c] = rs * (dy[row * C + c] * g[c] - s1 - xh * s2);
+}
+/// dγ, dβ in two fixed-order stages (deterministic, no atomics): block (x, y) sums rows of chunk y for 32 columns
+/// into part[y] (dγ) and part[P + y] (dβ); the second kernel adds the P chunk sums in order into the gradients.
+constexpr int kLnChunks = 32;
+template <class T>
+__global__ void layernorm_param_partial_kernel(const T* x, const T* mean, const T* rstd, const T* dy, T* part, long R,
+                                               long C) {
+  __shared__ T sg[8][33], sb[8][33];
+  const long c = blockIdx.x * 32L + threadIdx.x;
+  const long r0 = R * blockIdx.y / kLnChunks, r1 = R * (blockIdx.y + 1) / kLnChunks;
+  T gs = 0, bs = 0;
+  if (c < C)
+    for (long r = r0 + threadIdx.y; r < r1; r += 8) {
+      const T d = dy[r * C + c];
+      gs += d * (x[r * C + c] - mean[r]) * rstd[r];
+      bs += d;
+    }
+  sg[threadIdx.y][threadIdx.x] = gs;
+  sb[threadIdx.y][threadIdx.x] = bs;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    T g2 = 0, b2 = 0;
+    for (int k = 0; k < 8; ++k) g2 += sg[k][threadIdx.x], b2 += sb[k][threadIdx.x];
+    part[long(blockIdx.y) * C + c] = g2;
+    part[long(kLnChunks + blockIdx.y) * C + c] = b2;
+  }
+}
+template <class T>
+__global__ void layernorm_param_finish_kernel(const T* part, T* dg, T* db, long C) {
+  for (long c = blockIdx.x * long(blockDim.x) + threadIdx.x; c < C; c += long(gridDim.x) * blockDim.x) {
+    T g2 = 0, b2 = 0;
+    for (int k = 0; k < kLnChunks; ++k) g2 += part[k * C + c], b2 += part[(kLnChunks + k) * C + c];
+    dg[c] += g2;
+    db[c] += b2;
   }
 }
 
@@ -175,44 +212,117 @@ __global__ void normal_kernel(T* x, long n, std::uint64_t seed, std::uint64_t ba
 template <class T>
 __global__ void uniform_kernel(T* x, long n, std::uint64_t seed, std::uint64_t base, T lo, T hi) {
   for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x)
-    x[i] = lo + (hi - lo) * T(rng_detail::uniform01(rng_detail::hash2(seed, base + std::uint64_t(i))));
+    x[i] = rng_detail::uniform_in<T>(lo, hi, rng_detail::uniform01(rng_detail::hash2(seed, base + std::uint64_t(i))));
 }
 
-/// Deterministic two-pass Σx²: kSqBlocks blocks write double partials, one block sums them (fixed order, so
-/// the same input gives the same bits on every run, unlike atomics).
-constexpr int kSqBlocks = 64;
-template <class T>
-__global__ void sum_sq_partial_kernel(const T* x, long n, double* part) {
-  __shared__ double sh[kThreads];
-  double s = 0;
-  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x)
-    s += double(x[i]) * double(x[i]);
-  sh[threadIdx.x] = s;
+/// Deterministic two-stage reductions in double: kRedBlocks blocks (a fixed number, not one chosen from the device)
+/// each reduce a grid-strided share into a partial with a fixed tree, then one block sums the partials the same
+/// way. Op maps an element to the double that is summed.
+constexpr int kRedBlocks = 512;
+__device__ inline double block_sum(double v, double* sh) {
+  sh[threadIdx.x] = v;
   __syncthreads();
   for (int o = kThreads / 2; o > 0; o /= 2) {
     if (int(threadIdx.x) < o) sh[threadIdx.x] += sh[threadIdx.x + o];
     __syncthreads();
   }
-  if (threadIdx.x == 0) part[blockIdx.x] = sh[0];
+  return sh[0];
 }
-template <class T>
-__global__ void sum_partials_kernel(const double* part, T* out) {
-  if (threadIdx.x == 0 && blockIdx.x == 0) {
-    double s = 0;
-    for (int b = 0; b < kSqBlocks; ++b) s += part[b];
-    *out = T(s);
-  }
+template <class T, class Op>
+__global__ void reduce_partial_kernel(const T* x, long n, Op op, double* part) {
+  __shared__ double sh[kThreads];
+  double s = 0;
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x) s += op(x[i]);
+  const double b = block_sum(s, sh);
+  if (threadIdx.x == 0) part[blockIdx.x] = b;
 }
-
-struct IsFinite {
-  __host__ __device__ bool operator()(float v) const { return isfinite(v); }
+template <class Out>
+__global__ void reduce_finish_kernel(const double* part, Out* out) {
+  __shared__ double sh[kThreads];
+  double s = 0;
+  for (int b = threadIdx.x; b < kRedBlocks; b += kThreads) s += part[b];
+  const double t = block_sum(s, sh);
+  if (threadIdx.x == 0) *out = Out(t);
+}
+struct Identity {
+  __device__ double operator()(float v) const { return double(v); }
 };
 struct Sq {
-  __host__ __device__ double operator()(float v) const { return double(v) * double(v); }
+  __device__ double operator()(float v) const { return double(v) * double(v); }
 };
+struct NonFinite {
+  __device__ double operator()(float v) const { return isfinite(v) ? 0.0 : 1.0; }
+};
+/// Σ op(x) into *out (device memory), stream-ordered; a pool temporary holds the partials.
+template <class T, class Op, class Out>
+void reduce_into(const T* x, long n, Op op, Out* out) {
+  double* part = nullptr;
+  gpu::check(cudaMallocAsync(reinterpret_cast<void**>(&part), kRedBlocks * sizeof(double), stream()), "reduce");
+  reduce_partial_kernel<<<kRedBlocks, kThreads, 0, stream()>>>(x, n, op, part);
+  reduce_finish_kernel<<<1, kThreads, 0, stream()>>>(part, out);
+  launched("reduce");
+  gpu::check(cudaFreeAsync(part, stream()), "reduce");
+}
+/// Σ op(x) read back to the host (one scalar read; synchronises the stream).
+template <class T, class Op>
+double reduce_to_host(const T* x, long n, Op op) {
+  ++gpu::context().transfers().scalar_reads;
+  if (n == 0) return 0.0;
+  double* d = nullptr;
+  gpu::check(cudaMallocAsync(reinterpret_cast<void**>(&d), sizeof(double), stream()), "reduce");
+  reduce_into(x, n, op, d);
+  double h = 0;
+  gpu::check(cudaMemcpyAsync(&h, d, sizeof(double), cudaMemcpyDeviceToHost, stream()), "reduce");
+  gpu::check(cudaFreeAsync(d, stream()), "reduce");
+  gpu::context().synchronize();
+  return h;
+}
+
+/// The context's vector of at least n ones (grown by doubling; refilled on the context's stream).
+inline const float* ones(long n) {
+  gpu::Context::Ones& o = gpu::context().ones_cache();
+  if (o.size < n) {
+    const long m = std::max(n, 2 * o.size);
+    if (o.data) gpu::check(cudaFreeAsync(o.data, stream()), "ones");
+    o.data = nullptr;
+    o.size = 0;
+    gpu::check(cudaMallocAsync(reinterpret_cast<void**>(&o.data), std::size_t(m) * sizeof(float), stream()), "ones");
+    fill_kernel<<<blocks_for(m), kThreads, 0, stream()>>>(o.data, m, 1.0f);
+    launched("ones");
+    o.size = m;
+  }
+  return o.data;
+}
+
+/// The device pointers of a batched GEMM's n_outer × n_inner matrices (one per (i, j), i outer): built on the
+/// device so that one cublasSgemmBatched call replaces a loop of strided calls.
+template <class T>
+__global__ void batch_pointers_kernel(const T* a, MatView va, const T* b, MatView vb, T* c, MatView vc, long n_outer,
+                                      long n_inner, const T** pa, const T** pb, T** pc) {
+  const long n = n_outer * n_inner;
+  for (long k = blockIdx.x * long(blockDim.x) + threadIdx.x; k < n; k += long(gridDim.x) * blockDim.x) {
+    const long i = k / n_inner, j = k - i * n_inner;
+    pa[k] = a + va.offset + i * va.outer + j * va.inner;
+    pb[k] = b + vb.offset + i * vb.outer + j * vb.inner;
+    pc[k] = c + vc.offset + i * vc.outer + j * vc.inner;
+  }
+}
 }  // namespace cuda_detail
 
-/// Row-major C = alpha op(A) op(B) + beta C via cuBLAS (column-major): computes Cᵀ = op(B)ᵀ op(A)ᵀ.
+namespace cuda_detail {
+/// C = beta C for a product with nothing to add (k = 0): cuBLAS returns without touching C, the Cpu path scales it.
+template <class T>
+void scale_only(T* c, long n, T beta) {
+  if (beta == T(1) || n == 0) return;
+  scale_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(c, n, beta);
+  launched("gemm (k = 0)");
+}
+inline cublasOperation_t op(bool t) { return t ? CUBLAS_OP_T : CUBLAS_OP_N; }
+inline bool bf16() { return gpu::context().math() == gpu::MathMode::bf16; }
+}  // namespace cuda_detail
+
+/// Row-major C = alpha op(A) op(B) + beta C via cuBLAS (column-major): computes Cᵀ = op(B)ᵀ op(A)ᵀ. In the bf16
+/// math mode cuBLAS rounds the operands to bfloat16 and accumulates in fp32 (cublasGemmEx).
 template <class T>
 void gemm(const Tensor<Cuda<T>>& a, bool trans_a, const Tensor<Cuda<T>>& b, bool trans_b, Tensor<Cuda<T>>& c,
           T alpha = T(1), T beta = T(0)) {
@@ -220,14 +330,17 @@ void gemm(const Tensor<Cuda<T>>& a, bool trans_a, const Tensor<Cuda<T>>& b, bool
   const long m = sh.m, n = sh.n, k = sh.k;
   if (sh.resize_c) c = Tensor<Cuda<T>>(m, n, uninit);
   if (m == 0 || n == 0) return;
-  if (k == 0) {  // cuBLAS leaves C untouched for k = 0; the product is zero
-    if (beta == T(0)) gpu::check(cudaMemsetAsync(c.data(), 0, c.bytes(), cuda_detail::stream()), "gemm k=0");
-    return;
-  }
-  gpu::check(cublasSgemm(gpu::context().blas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-                          int(n), int(m), int(k), &alpha, b.data(), int(b.cols()), a.data(), int(a.cols()), &beta,
-                          c.data(), int(n)),
-              "cublasSgemm");
+  if (k == 0) return cuda_detail::scale_only(c.data(), c.size(), beta);
+  using cuda_detail::op;
+  if (cuda_detail::bf16())
+    gpu::check(cublasGemmEx(gpu::context().blas(), op(trans_b), op(trans_a), int(n), int(m), int(k), &alpha, b.data(),
+                            CUDA_R_32F, int(b.cols()), a.data(), CUDA_R_32F, int(a.cols()), &beta, c.data(), CUDA_R_32F,
+                            int(n), CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmEx (bf16)");
+  else
+    gpu::check(cublasSgemm(gpu::context().blas(), op(trans_b), op(trans_a), int(n), int(m), int(k), &alpha, b.data(),
+                           int(b.cols()), a.data(), int(a.cols()), &beta, c.data(), int(n)),
+               "cublasSgemm");
 }
 
 template <class T, class F, class... In>
@@ -265,24 +378,26 @@ Tensor<Cuda<T>> row_sum(const Tensor<Cuda<T>>& x) {
   cuda_detail::launched("row_sum");
   return out;
 }
+/// out = beta out + Σ_rows x: a GEMV of xᵀ against the context's ones vector (one cuBLAS call, deterministic;
+/// the bias gradient of every Linear goes through here).
 template <class T>
 void col_sum(const Tensor<Cuda<T>>& x, Tensor<Cuda<T>>& out, T beta = T(0)) {
   if (detail::col_sum_needs_output(out, x.cols(), beta)) out = Tensor<Cuda<T>>(1, x.cols());
   if (x.cols() == 0) return;
-  cuda_detail::col_sum_kernel<<<cuda_detail::blocks_for(x.cols()), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
-      x.data(), out.data(), x.rows(), x.cols(), beta);
-  cuda_detail::launched("col_sum");
+  if (x.rows() == 0) return cuda_detail::scale_only(out.data(), out.size(), beta);
+  const T one = T(1);
+  // Row-major R x C is column-major C x R with leading dimension C: out = X_cm · ones.
+  gpu::check(cublasSgemv(gpu::context().blas(), CUBLAS_OP_N, int(x.cols()), int(x.rows()), &one, x.data(),
+                         int(x.cols()), cuda_detail::ones(x.rows()), 1, &beta, out.data(), 1),
+             "cublasSgemv (col_sum)");
 }
 template <class T>
 T sum(const Tensor<Cuda<T>>& x) {
-  ++gpu::context().transfers().scalar_reads;
-  return thrust::reduce(thrust::cuda::par.on(cuda_detail::stream()), x.data(), x.data() + x.size(), T(0));
+  return T(cuda_detail::reduce_to_host(x.data(), x.size(), cuda_detail::Identity{}));
 }
 template <class T>
 T sum_sq(const Tensor<Cuda<T>>& x) {
-  ++gpu::context().transfers().scalar_reads;
-  return T(thrust::transform_reduce(thrust::cuda::par.on(cuda_detail::stream()), x.data(), x.data() + x.size(),
-                                    cuda_detail::Sq{}, 0.0, thrust::plus<double>()));
+  return T(cuda_detail::reduce_to_host(x.data(), x.size(), cuda_detail::Sq{}));
 }
 /// out(0, i) = Σ x², computed and stored on the device (no host read; see the Cpu twin).
 template <class T>
@@ -292,21 +407,11 @@ void sum_sq_into(const Tensor<Cuda<T>>& x, Tensor<Cuda<T>>& out, long i) {
     gpu::check(cudaMemsetAsync(out.data() + i, 0, sizeof(T), cuda_detail::stream()), "sum_sq_into");
     return;
   }
-  double* part = nullptr;
-  gpu::check(cudaMallocAsync(reinterpret_cast<void**>(&part), cuda_detail::kSqBlocks * sizeof(double),
-                             cuda_detail::stream()),
-             "sum_sq_into");
-  cuda_detail::sum_sq_partial_kernel<<<cuda_detail::kSqBlocks, cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
-      x.data(), x.size(), part);
-  cuda_detail::sum_partials_kernel<<<1, 32, 0, cuda_detail::stream()>>>(part, out.data() + i);
-  cuda_detail::launched("sum_sq_into");
-  gpu::check(cudaFreeAsync(part, cuda_detail::stream()), "sum_sq_into");
+  cuda_detail::reduce_into(x.data(), x.size(), cuda_detail::Sq{}, out.data() + i);
 }
 template <class T>
 bool all_finite(const Tensor<Cuda<T>>& x) {
-  ++gpu::context().transfers().scalar_reads;
-  return thrust::transform_reduce(thrust::cuda::par.on(cuda_detail::stream()), x.data(), x.data() + x.size(),
-                                  cuda_detail::IsFinite{}, true, thrust::logical_and<bool>());
+  return cuda_detail::reduce_to_host(x.data(), x.size(), cuda_detail::NonFinite{}) == 0.0;
 }
 template <class T>
 void set_zero(Tensor<Cuda<T>>& x) {
@@ -358,8 +463,9 @@ Tensor<Cuda<T>> gather_cols(const Tensor<Cuda<T>>& x, const Indices<Cuda<T>>& id
   return y;
 }
 
-/// Batched strided GEMM (see the Cpu twin): one cublasSgemmStridedBatched per index of the shorter batch
-/// dimension, batched over the longer one.
+/// Batched strided GEMM (see the Cpu twin). When the n_outer × n_inner matrices lie at one uniform stride (or one
+/// batch dimension is 1) it is one cublasSgemmStridedBatched; otherwise (attention: batch × heads) the matrices'
+/// pointers are built on the device and one cublasSgemmBatched call does every head of every sequence.
 template <class T>
 void gemm_batched(const Tensor<Cuda<T>>& a, const MatView& va, bool trans_a, const Tensor<Cuda<T>>& b, const MatView& vb,
                   bool trans_b, Tensor<Cuda<T>>& c, const MatView& vc, long n_outer, long n_inner, T alpha = T(1),
@@ -370,20 +476,56 @@ void gemm_batched(const Tensor<Cuda<T>>& a, const MatView& va, bool trans_a, con
   detail::check_view("gemm_batched", "C", vc, n_outer, n_inner, c.size());
   const long m = vc.rows, n = vc.cols, k = trans_a ? va.rows : va.cols;
   if (m == 0 || n == 0 || n_outer <= 0 || n_inner <= 0) return;
-  const bool loop_outer = n_outer <= n_inner;
-  const long loops = loop_outer ? n_outer : n_inner, batch = loop_outer ? n_inner : n_outer;
-  const long sa = loop_outer ? va.inner : va.outer, sb = loop_outer ? vb.inner : vb.outer,
-             sc = loop_outer ? vc.inner : vc.outer;
-  for (long l = 0; l < loops; ++l) {
-    const long oa = va.offset + l * (loop_outer ? va.outer : va.inner);
-    const long ob = vb.offset + l * (loop_outer ? vb.outer : vb.inner);
-    const long oc = vc.offset + l * (loop_outer ? vc.outer : vc.inner);
-    gpu::check(cublasSgemmStridedBatched(gpu::context().blas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                         trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, int(n), int(m), int(k), &alpha,
-                                         b.data() + ob, int(vb.ld), sb, a.data() + oa, int(va.ld), sa, &beta,
-                                         c.data() + oc, int(vc.ld), sc, int(batch)),
-               "cublasSgemmStridedBatched");
+  const long count = n_outer * n_inner;
+  if (k == 0) {
+    for (long i = 0; i < n_outer; ++i)
+      for (long j = 0; j < n_inner; ++j)
+        for (long r = 0; r < m; ++r)
+          cuda_detail::scale_only(c.data() + vc.offset + i * vc.outer + j * vc.inner + r * vc.ld, n, beta);
+    return;
   }
+  using cuda_detail::op;
+  const bool bf = cuda_detail::bf16();
+  // One stride for the flattened batch index i * n_inner + j?
+  auto flat = [&](const MatView& v) { return n_outer == 1 || n_inner == 1 || v.outer == n_inner * v.inner; };
+  if (flat(va) && flat(vb) && flat(vc)) {
+    auto stride = [&](const MatView& v) { return n_inner == 1 ? v.outer : v.inner; };
+    if (bf)
+      gpu::check(cublasGemmStridedBatchedEx(gpu::context().blas(), op(trans_b), op(trans_a), int(n), int(m), int(k),
+                                            &alpha, b.data() + vb.offset, CUDA_R_32F, int(vb.ld), stride(vb),
+                                            a.data() + va.offset, CUDA_R_32F, int(va.ld), stride(va), &beta,
+                                            c.data() + vc.offset, CUDA_R_32F, int(vc.ld), stride(vc), int(count),
+                                            CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmStridedBatchedEx (bf16)");
+    else
+      gpu::check(cublasSgemmStridedBatched(gpu::context().blas(), op(trans_b), op(trans_a), int(n), int(m), int(k),
+                                           &alpha, b.data() + vb.offset, int(vb.ld), stride(vb), a.data() + va.offset,
+                                           int(va.ld), stride(va), &beta, c.data() + vc.offset, int(vc.ld), stride(vc),
+                                           int(count)),
+                 "cublasSgemmStridedBatched");
+    return;
+  }
+  void* ptrs = nullptr;
+  gpu::check(cudaMallocAsync(&ptrs, 3 * std::size_t(count) * sizeof(T*), cuda_detail::stream()), "gemm_batched");
+  const T** pa = static_cast<const T**>(ptrs);
+  const T** pb = pa + count;
+  T** pc = const_cast<T**>(pb + count);
+  cuda_detail::batch_pointers_kernel<<<cuda_detail::blocks_for(count), cuda_detail::kThreads, 0,
+                                       cuda_detail::stream()>>>(a.data(), va, b.data(), vb, c.data(), vc, n_outer,
+                                                                n_inner, pa, pb, pc);
+  cuda_detail::launched("gemm_batched pointers");
+  if (bf)
+    gpu::check(cublasGemmBatchedEx(gpu::context().blas(), op(trans_b), op(trans_a), int(n), int(m), int(k), &alpha,
+                                   reinterpret_cast<const void* const*>(pb), CUDA_R_32F, int(vb.ld),
+                                   reinterpret_cast<const void* const*>(pa), CUDA_R_32F, int(va.ld), &beta,
+                                   reinterpret_cast<void* const*>(pc), CUDA_R_32F, int(vc.ld), int(count),
+                                   CUBLAS_COMPUTE_32F_FAST_16BF, CUBLAS_GEMM_DEFAULT),
+               "cublasGemmBatchedEx (bf16)");
+  else
+    gpu::check(cublasSgemmBatched(gpu::context().blas(), op(trans_b), op(trans_a), int(n), int(m), int(k), &alpha, pb,
+                                  int(vb.ld), pa, int(va.ld), &beta, pc, int(vc.ld), int(count)),
+               "cublasSgemmBatched");
+  gpu::check(cudaFreeAsync(ptrs, cuda_detail::stream()), "gemm_batched");
 }
 
 template <class T>
@@ -451,8 +593,22 @@ Tensor<Cuda<T>> layernorm_backward(const Tensor<Cuda<T>>& x, const Tensor<Cuda<T
   const long R = x.rows(), C = x.cols();
   Tensor<Cuda<T>> dx(R, C, uninit);
   if (R == 0) return dx;
+  require_shape("layernorm_backward: dgamma", dgamma, gamma.rows(), gamma.cols());
+  require_shape("layernorm_backward: dbeta", dbeta, gamma.rows(), gamma.cols());
   cuda_detail::layernorm_bwd_kernel<<<cuda_detail::blocks_for(R * 32), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
-      x.data(), gamma.data(), mean.data(), rstd.data(), dy.data(), dx.data(), dgamma.data(), dbeta.data(), R, C);
+      x.data(), gamma.data(), mean.data(), rstd.data(), dy.data(), dx.data(), R, C);
+  if (C > 0) {
+    T* part = nullptr;
+    const std::size_t n = std::size_t(2 * cuda_detail::kLnChunks) * std::size_t(C);
+    gpu::check(cudaMallocAsync(reinterpret_cast<void**>(&part), n * sizeof(T), cuda_detail::stream()),
+               "layernorm_backward");
+    const dim3 grid(unsigned((C + 31) / 32), unsigned(cuda_detail::kLnChunks)), block(32, 8);
+    cuda_detail::layernorm_param_partial_kernel<<<grid, block, 0, cuda_detail::stream()>>>(
+        x.data(), mean.data(), rstd.data(), dy.data(), part, R, C);
+    cuda_detail::layernorm_param_finish_kernel<<<cuda_detail::blocks_for(C), cuda_detail::kThreads, 0,
+                                                 cuda_detail::stream()>>>(part, dgamma.data(), dbeta.data(), C);
+    gpu::check(cudaFreeAsync(part, cuda_detail::stream()), "layernorm_backward");
+  }
   cuda_detail::launched("layernorm_backward");
   return dx;
 }
