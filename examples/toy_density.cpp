@@ -19,11 +19,13 @@ using B = Cpu<float>;
 using RealNVP = Repeat<dynamic, AffineCoupling<B, MLP<B>>>;
 using Maf = Repeat<dynamic, Sequential<MaskedAutoregressive<B>, Permutation<B>>>;
 using Iaf = Repeat<dynamic, Sequential<InverseAutoregressive<B>, Permutation<B>>>;
+using NsfCoupling = Repeat<dynamic, SplineCoupling<B, MLP<B>>>;
+using NsfAr = Repeat<dynamic, Sequential<SplineAutoregressive<B>, Permutation<B>>>;
 using Nice = Sequential<Repeat<dynamic, AdditiveCoupling<B, MLP<B>>>, DiagonalScaling<B>>;
 
 static const char* kUsage =
     "usage: toy_density [--data moons|8gaussians|checkerboard|rings|FILE.csv] [--test FILE.csv]\n"
-    "                   [--model realnvp|maf|iaf|nice] [--layers 8] [--hidden 64] [--steps 3000] [--batch 256]\n"
+    "                   [--model realnvp|maf|iaf|nice|nsf-coupling|nsf-ar] [--bins 8] [--layers 8] [--hidden 64] [--steps 3000] [--batch 256]\n"
     "                   [--lr 1e-3] [--seed 0] [--report out.json] [--plot out.png] [--reverse-steps 0]\n"
     "                   [--save F.safetensors] [--load F.safetensors] [--checkpoint run.ckpt]\n"
     "                   [--checkpoint-every 500] [--resume run.ckpt] [--stop-after N]\n"
@@ -213,7 +215,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
 
 int main(int argc, char** argv) try {
   examples::Args a(argc, argv, kUsage,
-                   {"data", "test", "model", "layers", "hidden", "steps", "batch", "lr", "seed", "report", "plot",
+                   {"data", "test", "model", "bins", "layers", "hidden", "steps", "batch", "lr", "seed", "report", "plot",
                     "reverse-steps", "save", "load", "checkpoint", "checkpoint-every", "resume", "stop-after"});
   cpu::keep_heap_pages();  // see backend/cpu/allocator.hpp: avoids page-faulting tensors back in every step
   const std::string data_name = a.str("data", "moons"), model = a.str("model", "realnvp");
@@ -266,7 +268,22 @@ int main(int argc, char** argv) try {
               DiagonalScaling<B>(d));
     return run(flow, model, a, train, test, data_name);
   }
-  a.fail("--model must be realnvp, maf, iaf or nice, got '" + model + "'");
+  SplineShape spline;  // neural spline flows: K bins on [-5, 5] (zuko's bound), linear tails
+  spline.bins = a.integer("bins", 8);
+  if (model == "nsf-coupling") {
+    NsfCoupling flow(std::size_t(layers), [&](std::size_t i) {
+      return make_spline_coupling<B>(masks::half(d, int(i % 2)), {hidden, hidden}, init, spline);
+    });
+    return run(flow, model, a, train, test, data_name);
+  }
+  if (model == "nsf-ar") {  // density one pass; sampling D passes per layer
+    NsfAr flow(std::size_t(layers), [&](std::size_t) {
+      return Sequential<SplineAutoregressive<B>, Permutation<B>>(
+          SplineAutoregressive<B>(d, {hidden, hidden}, init, spline), Permutation<B>::reverse(d));
+    });
+    return run(flow, model, a, train, test, data_name);
+  }
+  a.fail("--model must be realnvp, maf, iaf, nice, nsf-coupling or nsf-ar, got '" + model + "'");
 } catch (const std::exception& e) {
   std::fprintf(stderr, "toy_density: %s\n", e.what());
   return 1;

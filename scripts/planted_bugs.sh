@@ -30,6 +30,9 @@ bugs=(
   "additive_coupling_grad_ignores_mask|include/biflow/flow/coupling.hpp|s/    Tensor<B> dx = dy;\n    map\(dx, fn::AddMul\{\}, dx, dinp, mask_\);/    Tensor<B> dx = dy;\n    map(dx, fn::Add{}, dx, dinp);/|tests/test_flow_layers.cpp|NICE*"
   "iaf_params_miss_logdet|include/biflow/flow/autoregressive.hpp|s/zip\(fn::IafDAlpha\{clamp_, -1.0\}, w, ctx.z, dlogdet, ctx.a\)/zip(fn::IafDAlpha{clamp_, -1.0}, w, ctx.z, Tensor<B>(dlogdet.rows(), 1), ctx.a)/|tests/test_flow_layers.cpp|IAF*"
   "iaf_backward_one_sweep_short|include/biflow/flow/autoregressive.hpp|s/for \(long k = 0; k < d_; \+\+k\) \{\n      Tensor<B> vjp/for (long k = 1; k < d_; ++k) {\n      Tensor<B> vjp/|tests/test_flow_layers.cpp|IAF*"
+  "spline_softmax_vjp_unscaled|include/biflow/flow/spline.hpp|s/dp\[j\] = cw \* k.sw\[j\]/dp[j] = k.sw[j]/|tests/test_splines.cpp|*finite differences*"
+  "spline_coupling_grads_kept_dims|include/biflow/flow/spline.hpp|s/    map\(dp, fn::Mul\{\}, dp, param_mask_\);//|tests/test_splines.cpp|spline coupling*"
+  "spline_inverse_wrong_root|include/biflow/flow/spline.hpp|s/\(-qb - std::sqrt\(disc\)\)/(-qb + std::sqrt(disc))/|tests/test_splines.cpp|*inverse undoes forward*"
   "checker_blind_identity_layer|tests/test_flow_layers.cpp|s/    auto layer = make_coupling<B>\(mask, \{8, 8\}, rng\);\n    randomize\(layer, 2\);/    auto layer = make_coupling<B>(mask, {8, 8}, rng);/|tests/test_flow_layers.cpp"
 )
 want=("$@")

@@ -34,6 +34,7 @@
 #include "flow/score.hpp"
 #include "flow/scaling.hpp"
 #include "flow/sequential.hpp"
+#include "flow/spline.hpp"
 #include "flow/standardize.hpp"
 #include "flow/tarflow_block.hpp"
 #include "models/tarflow.hpp"

@@ -7,6 +7,8 @@
 //   layernorm_forward/backward, fill_normal, fill_uniform, inverse,
 //   make_indices, from_host, to_host, synchronize, memory_usage, reset_peak_memory
 // check_backend<B>() (check.hpp) lists them with their signatures; a new backend provides each one.
+// Optional: packed_map / packed_map_grad (element-wise maps with P parameters per element), needed only by the
+// spline layers (flow/spline.hpp), which say so at compile time.
 //
 // Below: backend-independent conveniences built only from those primitives.
 #include <algorithm>

@@ -105,6 +105,35 @@ void for_each(F f, Tensor<Cpu<T>>& first, Ts&... rest) {
   }(first.data(), rest.data()...);
 }
 
+/// Packed-parameter elementwise map (element-wise transforms with P parameters per element, e.g. splines):
+/// for every element (r, c) of x (R × C), f(x(r, c), p + (r·C + c)·P, y(r, c), l(r, c)) with p R × (C·P).
+template <class T, class F>
+void packed_map(F f, long P, const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>& p, Tensor<Cpu<T>>& y, Tensor<Cpu<T>>& l) {
+  const long R = x.rows(), C = x.cols();
+  require_shape("packed_map: parameters", p, R, C * P);
+  require_shape("packed_map: y", y, R, C);
+  require_shape("packed_map: l", l, R, C);
+  cpu::parallel_range(R, cpu::grain_for(C * P * 8), [&](long r0, long r1) {
+    for (long i = r0 * C; i < r1 * C; ++i) f(x.data()[i], p.data() + i * P, y.data()[i], l.data()[i]);
+  });
+}
+/// Its backward: f(x(r, c), p + (r·C + c)·P, gy(r, c), gl(r), dx(r, c), dp + (r·C + c)·P); gl is R × 1 (a
+/// per-row log-det gradient), dp R × (C·P) (written, not accumulated).
+template <class T, class F>
+void packed_map_grad(F f, long P, const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>& p, const Tensor<Cpu<T>>& gy,
+                     const Tensor<Cpu<T>>& gl, Tensor<Cpu<T>>& dx, Tensor<Cpu<T>>& dp) {
+  const long R = x.rows(), C = x.cols();
+  require_shape("packed_map_grad: parameters", p, R, C * P);
+  require_shape("packed_map_grad: gy", gy, R, C);
+  require_shape("packed_map_grad: gl", gl, R, 1);
+  require_shape("packed_map_grad: dx", dx, R, C);
+  require_shape("packed_map_grad: dp", dp, R, C * P);
+  cpu::parallel_range(R, cpu::grain_for(C * P * 16), [&](long r0, long r1) {
+    for (long i = r0 * C; i < r1 * C; ++i)
+      f(x.data()[i], p.data() + i * P, gy.data()[i], gl.data()[i / C], dx.data()[i], dp.data() + i * P);
+  });
+}
+
 /// rows x 1: sum of each row.
 template <class T>
 Tensor<Cpu<T>> row_sum(const Tensor<Cpu<T>>& x) {

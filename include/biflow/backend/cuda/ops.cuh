@@ -528,6 +528,48 @@ void gemm_batched(const Tensor<Cuda<T>>& a, const MatView& va, bool trans_a, con
   gpu::check(cudaFreeAsync(ptrs, cuda_detail::stream()), "gemm_batched");
 }
 
+namespace cuda_detail {
+template <class T, class F>
+__global__ void packed_map_kernel(F f, long n, long P, const T* x, const T* p, T* y, T* l) {
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x)
+    f(x[i], p + i * P, y[i], l[i]);
+}
+template <class T, class F>
+__global__ void packed_map_grad_kernel(F f, long n, long C, long P, const T* x, const T* p, const T* gy, const T* gl,
+                                       T* dx, T* dp) {
+  for (long i = blockIdx.x * long(blockDim.x) + threadIdx.x; i < n; i += long(gridDim.x) * blockDim.x)
+    f(x[i], p + i * P, gy[i], gl[i / C], dx[i], dp + i * P);
+}
+}  // namespace cuda_detail
+/// Packed-parameter elementwise map (see the Cpu twin): one thread per element.
+template <class T, class F>
+void packed_map(F f, long P, const Tensor<Cuda<T>>& x, const Tensor<Cuda<T>>& p, Tensor<Cuda<T>>& y,
+                Tensor<Cuda<T>>& l) {
+  const long R = x.rows(), C = x.cols();
+  require_shape("packed_map: parameters", p, R, C * P);
+  require_shape("packed_map: y", y, R, C);
+  require_shape("packed_map: l", l, R, C);
+  if (x.size() == 0) return;
+  cuda_detail::packed_map_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::kThreads, 0, cuda_detail::stream()>>>(
+      f, x.size(), P, x.data(), p.data(), y.data(), l.data());
+  cuda_detail::launched("packed_map");
+}
+template <class T, class F>
+void packed_map_grad(F f, long P, const Tensor<Cuda<T>>& x, const Tensor<Cuda<T>>& p, const Tensor<Cuda<T>>& gy,
+                     const Tensor<Cuda<T>>& gl, Tensor<Cuda<T>>& dx, Tensor<Cuda<T>>& dp) {
+  const long R = x.rows(), C = x.cols();
+  require_shape("packed_map_grad: parameters", p, R, C * P);
+  require_shape("packed_map_grad: gy", gy, R, C);
+  require_shape("packed_map_grad: gl", gl, R, 1);
+  require_shape("packed_map_grad: dx", dx, R, C);
+  require_shape("packed_map_grad: dp", dp, R, C * P);
+  if (x.size() == 0) return;
+  cuda_detail::packed_map_grad_kernel<<<cuda_detail::blocks_for(x.size()), cuda_detail::kThreads, 0,
+                                        cuda_detail::stream()>>>(f, x.size(), C, P, x.data(), p.data(), gy.data(),
+                                                                 gl.data(), dx.data(), dp.data());
+  cuda_detail::launched("packed_map_grad");
+}
+
 template <class T>
 void softmax_rows(Tensor<Cuda<T>>& s, bool causal) {
   if (s.size() == 0) return;
