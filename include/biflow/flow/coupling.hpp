@@ -32,6 +32,37 @@ struct CouplingDsRaw {
 };
 }  // namespace fn
 
+namespace coupling_detail {
+/// A coupling layer's mask as a buffer ("mask": 1 = kept, [D]). A loaded mask must hold only 0 and 1 and have D
+/// entries; `set(mask_as_ints, tensor)` installs it.
+template <class B, class Set>
+Buffer mask_buffer(const char* who, const Tensor<B>& mask, long d, Set set) {
+  using T = typename B::scalar;
+  return tensor_buffer(mask, [who, d, set](Tensor<B> m) {
+    const HostMatrix<T> h = to_host(m);
+    std::vector<int> mk;
+    for (long i = 0; i < h.size(); ++i) {
+      if (h.data()[i] != T(0) && h.data()[i] != T(1))
+        throw usage_error(detail::cat(who, ": mask entry ", i, " is ", h.data()[i], ", expected 0 or 1"));
+      mk.push_back(int(h.data()[i]));
+    }
+    masks::validate(mk, d);
+    set(mk, std::move(m));
+  });
+}
+/// The MLP conditioner of a coupling: (D + context) -> hidden... -> out, last layer zeroed (the layer starts as the
+/// identity).
+template <class B, class Act>
+MLP<B, Act> conditioner(long d, long cond_features, const std::vector<long>& hidden, long out, Rng& rng) {
+  std::vector<long> sizes{d + cond_features};
+  sizes.insert(sizes.end(), hidden.begin(), hidden.end());
+  sizes.push_back(out);
+  MLP<B, Act> net(sizes, rng);
+  net.zero_last();
+  return net;
+}
+}  // namespace coupling_detail
+
 template <Backend B, class Net = MLP<B, act::ReLU>>
 class AffineCoupling : public FlowLayerBase<AffineCoupling<B, Net>, B> {
   static_assert(check_module_contract<Net>());
@@ -101,15 +132,8 @@ class AffineCoupling : public FlowLayerBase<AffineCoupling<B, Net>, B> {
   /// "mask" (1 = kept, [D]) and the conditioner's buffers.
   template <class V>
   void visit_buffers(V&& v, const std::string& prefix) {
-    v(join_name(prefix, "mask"), tensor_buffer(mask_, [this](Tensor<B> m) {
-        const HostMatrix<T> h = to_host(m);
-        std::vector<int> mk;
-        for (long i = 0; i < h.size(); ++i) {
-          if (h.data()[i] != T(0) && h.data()[i] != T(1))
-            throw usage_error(detail::cat("AffineCoupling: mask entry ", i, " is ", h.data()[i], ", expected 0 or 1"));
-          mk.push_back(int(h.data()[i]));
-        }
-        masks::validate(mk, d_);
+    v(join_name(prefix, "mask"), coupling_detail::mask_buffer(layer_name, mask_, d_, [this](const std::vector<int>&,
+                                                                                            Tensor<B> m) {
         mask_ = std::move(m);
         inv_mask_ = zip(fn::OneMinus{}, mask_);
       }));
@@ -196,16 +220,8 @@ class AdditiveCoupling : public FlowLayerBase<AdditiveCoupling<B, Net>, B> {
   /// "mask" (1 = kept, [D]) and the conditioner's buffers.
   template <class V>
   void visit_buffers(V&& v, const std::string& prefix) {
-    v(join_name(prefix, "mask"), tensor_buffer(mask_, [this](Tensor<B> m) {
-        const HostMatrix<T> h = to_host(m);
-        std::vector<int> mk;
-        for (long i = 0; i < h.size(); ++i) {
-          if (h.data()[i] != T(0) && h.data()[i] != T(1))
-            throw usage_error(detail::cat("AdditiveCoupling: mask entry ", i, " is ", h.data()[i],
-                                          ", expected 0 or 1"));
-          mk.push_back(int(h.data()[i]));
-        }
-        masks::validate(mk, d_);
+    v(join_name(prefix, "mask"), coupling_detail::mask_buffer(layer_name, mask_, d_, [this](const std::vector<int>&,
+                                                                                            Tensor<B> m) {
         mask_ = std::move(m);
         inv_mask_ = zip(fn::OneMinus{}, mask_);
       }));
@@ -230,12 +246,8 @@ template <Backend B, class Act = act::ReLU>
 AdditiveCoupling<B, MLP<B, Act>> make_additive_coupling(std::vector<int> mask, std::vector<long> hidden, Rng& rng,
                                                         long cond_features = 0) {
   const long d = static_cast<long>(mask.size());
-  std::vector<long> sizes{d + cond_features};
-  sizes.insert(sizes.end(), hidden.begin(), hidden.end());
-  sizes.push_back(d);
-  MLP<B, Act> net(sizes, rng);
-  net.zero_last();
-  return AdditiveCoupling<B, MLP<B, Act>>(std::move(mask), std::move(net), cond_features);
+  return AdditiveCoupling<B, MLP<B, Act>>(
+      std::move(mask), coupling_detail::conditioner<B, Act>(d, cond_features, hidden, d, rng), cond_features);
 }
 
 /// A RealNVP coupling with an MLP conditioner (D + cond -> hidden... -> 2D, last layer zeroed so the
@@ -244,12 +256,8 @@ template <Backend B, class Act = act::ReLU>
 AffineCoupling<B, MLP<B, Act>> make_coupling(std::vector<int> mask, std::vector<long> hidden, Rng& rng,
                                              long cond_features = 0, double clamp = 2.0) {
   const long d = static_cast<long>(mask.size());
-  std::vector<long> sizes{d + cond_features};
-  sizes.insert(sizes.end(), hidden.begin(), hidden.end());
-  sizes.push_back(2 * d);
-  MLP<B, Act> net(sizes, rng);
-  net.zero_last();
-  return AffineCoupling<B, MLP<B, Act>>(std::move(mask), std::move(net), cond_features, clamp);
+  return AffineCoupling<B, MLP<B, Act>>(
+      std::move(mask), coupling_detail::conditioner<B, Act>(d, cond_features, hidden, 2 * d, rng), cond_features, clamp);
 }
 
 }  // namespace biflow

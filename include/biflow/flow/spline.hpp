@@ -17,6 +17,7 @@
 
 #include "../nn/mlp.hpp"
 #include "autoregressive.hpp"
+#include "coupling.hpp"
 #include "flow_layer.hpp"
 #include "masks.hpp"
 
@@ -295,15 +296,8 @@ class SplineCoupling : public FlowLayerBase<SplineCoupling<B, Net>, B> {
   }
   template <class V>
   void visit_buffers(V&& v, const std::string& prefix) {
-    v(join_name(prefix, "mask"), tensor_buffer(mask_, [this](Tensor<B> m) {
-        const HostMatrix<T> h = to_host(m);
-        std::vector<int> mk;
-        for (long i = 0; i < h.size(); ++i) {
-          if (h.data()[i] != T(0) && h.data()[i] != T(1))
-            throw usage_error(detail::cat("SplineCoupling: mask entry ", i, " is ", h.data()[i], ", expected 0 or 1"));
-          mk.push_back(int(h.data()[i]));
-        }
-        masks::validate(mk, d_);
+    v(join_name(prefix, "mask"), coupling_detail::mask_buffer(layer_name, mask_, d_, [this](const std::vector<int>& mk,
+                                                                                            Tensor<B>) {
         set_masks(mk);
       }));
     visit_buffers_of(net, v, join_name(prefix, "net"));
@@ -351,12 +345,9 @@ SplineCoupling<B, MLP<B, Act>> make_spline_coupling(std::vector<int> mask, std::
                                                     SplineShape shape = {}, long cond_features = 0) {
   shape.validate("make_spline_coupling");
   const long d = static_cast<long>(mask.size());
-  std::vector<long> sizes{d + cond_features};
-  sizes.insert(sizes.end(), hidden.begin(), hidden.end());
-  sizes.push_back(d * shape.params());
-  MLP<B, Act> net(sizes, rng);
-  net.zero_last();
-  return SplineCoupling<B, MLP<B, Act>>(std::move(mask), std::move(net), shape, cond_features);
+  return SplineCoupling<B, MLP<B, Act>>(
+      std::move(mask), coupling_detail::conditioner<B, Act>(d, cond_features, hidden, d * shape.params(), rng), shape,
+      cond_features);
 }
 
 /// Spline autoregressive layer (the autoregressive neural spline flow): the spline parameters of dimension i come
