@@ -13,7 +13,7 @@ struct Cpu {
   static constexpr const char* name = "Cpu";
 };
 
-/// Backend tag: NVIDIA GPU via cuBLAS, Thrust and biflow's own kernels (float only).
+/// Backend tag: NVIDIA GPU via cuBLAS and biflow's own kernels (float only).
 /// Usable only in translation units compiled by nvcc that include <biflow/biflow.hpp>.
 template <class T = float>
 struct Cuda {
