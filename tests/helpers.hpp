@@ -89,6 +89,7 @@ void check_layer(const L& layer, const Tensor<typename L::backend>& x, const Ten
   INFO(r.summary());
   CHECK_FALSE(r.at_identity);  // a layer at the identity passes a wrong log-det: randomise its weights first
   CHECK(r.probes >= 3);
+  CHECK(r.inverse_checked == FlowLayer<L>);  // forward-only layers (has_inverse = false) skip only the inverse checks
   CHECK(r.roundtrip_error <= roundtrip_tol<T>());
   CHECK(r.logdet_bruteforce_error <= (std::is_same_v<T, double> ? 1e-10 : 1e-4));
   // The inference pass and the gradient modes run the same arithmetic as the training pass / full backward.

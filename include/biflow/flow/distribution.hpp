@@ -36,8 +36,8 @@ struct StandardNormal {
   }
 };
 
-/// log p(x) of a flow with a standard-normal base, per row (rows x 1).
-template <FlowLayer F>
+/// log p(x) of a flow with a standard-normal base, per row (rows x 1). Needs the forward direction only.
+template <ForwardFlowLayer F>
 Tensor<typename F::backend> log_prob(const F& flow, const Tensor<typename F::backend>& x,
                                      const Tensor<typename F::backend>& cond = {}) {
   const FlowOut<typename F::backend> o = flow.forward(x, cond, logdet::analytic);  // inference: nothing saved
@@ -76,6 +76,28 @@ SampleLogProb<typename F::backend> sample_and_log_prob(const F& flow, long n, Rn
   Tensor<B> lp = StandardNormal::log_prob(z);
   if (!o.logdet.empty()) map(lp, fn::Sub{}, lp, o.logdet);  // empty: volume-preserving throughout
   return {std::move(o.y), std::move(lp)};
+}
+
+/// The flow read the other way, as a sampler (variational inference): x = F(ε) with ε ~ N(0, I), and
+/// log q(x) = log N(ε; 0, I) − log|det ∂F/∂ε|. One forward pass, so it works for layers without an inverse (planar,
+/// radial, Sylvester) and is the one-pass direction of MAF-structured layers (the IAF of Kingma et al. 2016 is a
+/// MADE-affine layer used this way). `eps` is returned too: ElboTrainer's backward needs the training context, so it
+/// calls forward itself; this is the inference version (nothing saved).
+template <class B>
+struct ForwardSample {
+  Tensor<B> eps;       ///< n x features: the base noise
+  Tensor<B> x;         ///< n x features: F(ε)
+  Tensor<B> log_q;     ///< n x 1: log q(x) under the sampler
+};
+template <ForwardFlowLayer F>
+ForwardSample<typename F::backend> forward_sample_and_log_prob(const F& flow, long n, Rng& rng,
+                                                             const Tensor<typename F::backend>& cond = {}) {
+  using B = typename F::backend;
+  Tensor<B> eps = StandardNormal::sample<B>(n, flow.features(), rng);
+  FlowOut<B> o = flow.forward(eps, cond, logdet::analytic);
+  Tensor<B> lq = StandardNormal::log_prob(eps);
+  if (!o.logdet.empty()) map(lq, fn::Sub{}, lq, o.logdet);
+  return {std::move(eps), std::move(o.y), std::move(lq)};
 }
 
 }  // namespace biflow

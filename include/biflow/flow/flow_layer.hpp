@@ -3,7 +3,9 @@
 //   FlowOut<B> forward(x, ctx, cond = {}, policy = logdet::analytic) const   training: saves what backward needs
 //   FlowOut<B> forward(x, cond = {}, policy) const                           inference: saves nothing
 //   Tensor<B>  backward(ctx, dy, dlogdet, mode = GradMode::all)   returns dx, accumulates parameter gradients
-//   FlowOut<B> inverse(y, cond = {}, policy) const   exact inverse and log|det ∂x/∂y|
+//   FlowOut<B> inverse(y, cond = {}, policy) const   exact inverse and log|det ∂x/∂y| — absent for a layer that
+//                                                    declares `static constexpr bool has_inverse = false` (planar,
+//                                                    radial: density / forward sampling only; a learned G inverts)
 //   long features() const, long cond_features() const (0 = unconditional), visit_parameters(v, prefix)
 // FlowLayerBase implements forward/inverse (input checks + log-det policy) on top of a layer's
 // forward_impl(x, Context* ctx, cond, want_logdet) — ctx == nullptr is the inference pass — and
@@ -16,17 +18,34 @@
 
 namespace biflow {
 
+/// A layer that says it has no closed-form inverse (`static constexpr bool has_inverse = false;`): planar and radial
+/// flows. Its forward is everything it offers — a density model read data → noise, or a sampler read noise → data
+/// (variational inference) — and a learned inverse is the way back.
 template <class L>
-concept FlowLayer = requires(L& m, const L& cm, typename L::Context& ctx, const Tensor<typename L::backend>& x) {
-  typename L::backend;
-  typename L::Context;
-  { cm.forward(x, ctx, x, logdet::analytic) } -> std::same_as<FlowOut<typename L::backend>>;
-  { cm.forward(x, x, logdet::analytic) } -> std::same_as<FlowOut<typename L::backend>>;
+inline constexpr bool declares_no_inverse = [] {
+  if constexpr (requires { L::has_inverse; }) return !static_cast<bool>(L::has_inverse);
+  else return false;
+}();
+
+/// The forward half of the contract: forward (training and inference), backward, sizes, parameters. Every flow layer
+/// is one; what needs only log-densities or forward samples (log_prob, nll, MleTrainer, ElboTrainer) asks no more.
+template <class L>
+concept ForwardFlowLayer =
+    requires(L& m, const L& cm, typename L::Context& ctx, const Tensor<typename L::backend>& x) {
+      typename L::backend;
+      typename L::Context;
+      { cm.forward(x, ctx, x, logdet::analytic) } -> std::same_as<FlowOut<typename L::backend>>;
+      { cm.forward(x, x, logdet::analytic) } -> std::same_as<FlowOut<typename L::backend>>;
+      { m.backward(ctx, x, x, GradMode::all) } -> std::same_as<Tensor<typename L::backend>>;
+      { cm.features() } -> std::convertible_to<long>;
+      { cm.cond_features() } -> std::convertible_to<long>;
+      m.visit_parameters(detail::AnyVisitor{}, std::string{});
+    };
+
+/// The whole contract: a forward flow layer with an exact inverse (what sampling through F⁻¹ needs).
+template <class L>
+concept FlowLayer = ForwardFlowLayer<L> && requires(const L& cm, const Tensor<typename L::backend>& x) {
   { cm.inverse(x, x, logdet::analytic) } -> std::same_as<FlowOut<typename L::backend>>;
-  { m.backward(ctx, x, x, GradMode::all) } -> std::same_as<Tensor<typename L::backend>>;
-  { cm.features() } -> std::convertible_to<long>;
-  { cm.cond_features() } -> std::convertible_to<long>;
-  m.visit_parameters(detail::AnyVisitor{}, std::string{});
 };
 
 /// L's inverse takes the option Opt: `inverse(y, cond, opt, policy)` (Guidance<B> for TARFlow blocks). A
@@ -52,10 +71,10 @@ constexpr bool check_flow_layer_contract() {
     { cm.forward(x, x, logdet::analytic) } -> std::same_as<FlowOut<typename L::backend>>;
   }, "flow layer: missing the inference pass `FlowOut<B> forward(x, cond, policy) const` (derive from "
      "FlowLayerBase; its forward_impl gets ctx == nullptr then; since 0.3)");
-  static_assert(requires(const L& cm, const Tensor<typename L::backend>& x) {
+  static_assert(declares_no_inverse<L> || requires(const L& cm, const Tensor<typename L::backend>& x) {
     { cm.inverse(x, x, logdet::analytic) } -> std::same_as<FlowOut<typename L::backend>>;
   }, "flow layer: missing `FlowOut<B> inverse(y, cond, policy) const` (derive from FlowLayerBase and write "
-     "inverse_impl)");
+     "inverse_impl; a layer without a closed-form inverse says `static constexpr bool has_inverse = false;`)");
   static_assert(requires(L& m, typename L::Context& c, const Tensor<typename L::backend>& x) {
     { m.backward(c, x, x, GradMode::all) } -> std::same_as<Tensor<typename L::backend>>;
   }, "flow layer: missing `Tensor<B> backward(const Context&, const Tensor<B>& dy, const Tensor<B>& dlogdet, "
@@ -117,7 +136,9 @@ class FlowLayerBase {
   FlowOut<B> forward(const Tensor<B>& x, const Tensor<B>& cond = {}, P = {}) const {
     return run_forward<P>(x, static_cast<typename Derived::Context*>(nullptr), cond);
   }
+  /// Exact inverse. Absent (a compile error naming `declares_no_inverse`) for layers that declare has_inverse = false.
   template <LogDetPolicy P = logdet::Analytic>
+    requires(!declares_no_inverse<Derived>)
   FlowOut<B> inverse(const Tensor<B>& y, const Tensor<B>& cond = {}, P = {}) const {
     check_inputs("inverse", y, cond);
     FlowOut<B> out = self().inverse_impl(y, cond, P::compute);
@@ -131,7 +152,7 @@ class FlowLayerBase {
   /// Inverse with an option the flow's layers understand (Guidance<B> for TARFlow blocks: classifier-free
   /// guidance while decoding); layers that do not take it invert as usual.
   template <class Opt, LogDetPolicy P = logdet::Analytic>
-    requires(!LogDetPolicy<Opt>)
+    requires(!LogDetPolicy<Opt> && !declares_no_inverse<Derived>)
   FlowOut<B> inverse(const Tensor<B>& y, const Tensor<B>& cond, const Opt& opt, P = {}) const {
     static_assert(TakesInverseOption<Derived, Opt>,
                   "flow layer inverse(y, cond, option, policy): no layer of this flow takes this option type (a "

@@ -60,6 +60,8 @@ class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_e
   using B = B0;
   static constexpr const char* layer_name = "Sequential";
   static constexpr std::size_t size = sizeof...(Ls);
+  /// Invertible when every layer is (one planar/radial layer makes the composition forward-only).
+  static constexpr bool has_inverse = (!declares_no_inverse<Ls> && ...);
   using Context = std::tuple<typename Ls::Context...>;
 
   Sequential() = default;
@@ -193,6 +195,7 @@ class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
   using B = typename Block::backend;
   static constexpr const char* layer_name = "Repeat";
   static constexpr std::size_t size = N;
+  static constexpr bool has_inverse = !declares_no_inverse<Block>;
   using Context = std::conditional_t<N == dynamic, std::vector<typename Block::Context>,
                                      std::array<typename Block::Context, (N == dynamic ? 1 : N)>>;
 

@@ -34,6 +34,7 @@ struct CheckOptions {
 };
 
 struct CheckReport {
+  bool inverse_checked = true;        ///< false for a layer without an inverse (round trip and inverse log-det skipped)
   double roundtrip_error = 0;         ///< max |f⁻¹(f(x)) − x|
   double logdet_forward_error = 0;    ///< max |analytic − slogdet(FD Jacobian of forward)|
   double logdet_inverse_error = 0;    ///< same for the inverse map
@@ -50,6 +51,7 @@ struct CheckReport {
   bool at_identity = false;           ///< the Jacobian is the identity at every probe: the checks prove nothing
   std::string summary() const {
     std::ostringstream s;
+    if (!inverse_checked) s << "no inverse (forward only: round trip and inverse log-det not applicable); ";
     s << "roundtrip " << roundtrip_error << ", logdet fwd " << logdet_forward_error << ", logdet inv "
       << logdet_inverse_error << ", bruteforce " << logdet_bruteforce_error << ", dx " << input_grad_error
  << ", dparams " << param_grad_error << ", inference " << inference_error << ", grad modes " << grad_mode_error << " (" << params_checked << " entries; worst: " << worst_param << "), "
@@ -205,26 +207,32 @@ void check_flow_layer_at(L& layer, const Tensor<typename L::backend>& x, const T
   // Round trip and analytic log-dets.
   typename L::Context ctx;
   const FlowOut<B> f = layer.forward(x, ctx, cond, logdet::analytic);
-  const FlowOut<B> inv = layer.inverse(f.y, cond, logdet::analytic);
-  rep.roundtrip_error = std::max(rep.roundtrip_error, double((to_host(inv.y) - to_host(x)).cwiseAbs().maxCoeff()));
 
-  // Log-det vs finite-difference Jacobians, both directions.
+  // Log-det vs finite-difference Jacobians, both directions (the inverse's only where the layer has one).
   auto fwd_map = [&](const HostMatrix<T>& xx) {
     typename L::Context c;
     return to_host(layer.forward(from_host<B>(xx), c, cond, logdet::none).y);
   };
-  auto inv_map = [&](const HostMatrix<T>& yy) { return to_host(layer.inverse(from_host<B>(yy), cond, logdet::none).y); };
+  if constexpr (FlowLayer<L>) {
+    const FlowOut<B> inv = layer.inverse(f.y, cond, logdet::analytic);
+    rep.roundtrip_error = std::max(rep.roundtrip_error, double((to_host(inv.y) - to_host(x)).cwiseAbs().maxCoeff()));
+    auto inv_map = [&](const HostMatrix<T>& yy) {
+      return to_host(layer.inverse(from_host<B>(yy), cond, logdet::none).y);
+    };
+    const HostMatrix<T> ld_fd_i = slogdet_rows(detail::fd_jacobian(to_host(f.y), inv_map, o.fd_step), R, D);
+    rep.logdet_inverse_error =
+        std::max(rep.logdet_inverse_error, double((ld_fd_i - to_host(inv.logdet)).cwiseAbs().maxCoeff()));
+  } else {
+    rep.inverse_checked = false;
+  }
   const HostMatrix<T> jac = detail::fd_jacobian(to_host(x), fwd_map, o.fd_step);
   for (long b = 0; b < R && rep.at_identity; ++b)
     if ((jac.middleRows(b * D, D) - HostMatrix<T>::Identity(D, D)).cwiseAbs().maxCoeff() >
         (std::is_same_v<T, double> ? 1e-7 : 1e-3))
       rep.at_identity = false;
   const HostMatrix<T> ld_fd_f = slogdet_rows(jac, R, D);
-  const HostMatrix<T> ld_fd_i = slogdet_rows(detail::fd_jacobian(to_host(f.y), inv_map, o.fd_step), R, D);
   rep.logdet_forward_error =
       std::max(rep.logdet_forward_error, double((ld_fd_f - to_host(f.logdet)).cwiseAbs().maxCoeff()));
-  rep.logdet_inverse_error =
-      std::max(rep.logdet_inverse_error, double((ld_fd_i - to_host(inv.logdet)).cwiseAbs().maxCoeff()));
   typename L::Context cb;
   const FlowOut<B> bf = layer.forward(x, cb, cond, logdet::brute_force);
   rep.logdet_bruteforce_error =
@@ -255,8 +263,9 @@ void check_flow_layer_at(L& layer, const Tensor<typename L::backend>& x, const T
 
 }  // namespace detail
 
-/// Full check of a flow layer at input x (and context cond for conditional layers).
-template <FlowLayer L>
+/// Full check of a flow layer at input x (and context cond for conditional layers). A layer without an inverse
+/// (declares has_inverse = false) gets every check but the round trip and the inverse log-det; the report says so.
+template <ForwardFlowLayer L>
 CheckReport check_flow_layer(const L& layer_in, const Tensor<typename L::backend>& x,
                              const Tensor<typename L::backend>& cond = {}, CheckOptions o = {}) {
   using B = typename L::backend;

@@ -17,7 +17,7 @@ struct NllRow {  // ½Σz² + D/2 log 2π − logdet, per row
 
 /// Mean negative log-likelihood (nats per sample) of the batch; runs forward and backward, accumulating
 /// parameter gradients. Returns the loss as a host double.
-template <FlowLayer F>
+template <ForwardFlowLayer F>
 double nll_forward_backward(F& flow, const Tensor<typename F::backend>& x, const Tensor<typename F::backend>& cond = {}) {
   using B = typename F::backend;
   typename F::Context ctx;
@@ -34,7 +34,7 @@ double nll_forward_backward(F& flow, const Tensor<typename F::backend>& x, const
 }
 
 /// Mean NLL without gradients.
-template <FlowLayer F>
+template <ForwardFlowLayer F>
 double nll(const F& flow, const Tensor<typename F::backend>& x, const Tensor<typename F::backend>& cond = {}) {
   return -double(sum(log_prob(flow, x, cond))) / double(x.rows());
 }

@@ -11,7 +11,7 @@
 namespace biflow {
 
 /// Maximum likelihood: zero the gradients, NLL forward + backward, then the shared optimiser step.
-template <FlowLayer F>
+template <ForwardFlowLayer F>
 class MleTrainer {
  public:
   using B = typename F::backend;
