@@ -33,6 +33,13 @@ bugs=(
   "spline_softmax_vjp_unscaled|include/biflow/flow/spline.hpp|s/dp\[j\] = cw \* k.sw\[j\]/dp[j] = k.sw[j]/|tests/test_splines.cpp|*finite differences*"
   "spline_coupling_grads_kept_dims|include/biflow/flow/spline.hpp|s/    map\(dp, fn::Mul\{\}, dp, param_mask_\);//|tests/test_splines.cpp|spline coupling*"
   "spline_inverse_wrong_root|include/biflow/flow/spline.hpp|s/\(-qb - std::sqrt\(disc\)\)/(-qb + std::sqrt(disc))/|tests/test_splines.cpp|*inverse undoes forward*"
+  "planar_dw_drops_logdet_term|include/biflow/flow/planar.hpp|s/ \+ gm \* uh \+ dw;/ + dw;/|tests/test_vi.cpp|*pass the checker*"
+  "radial_beta_unconstrained|include/biflow/flow/radial.hpp|s/return softplus\(b_raw\) - softplus\(a_raw\);/return b_raw - softplus(a_raw);/|tests/test_vi.cpp|*stay invertible*"
+  "householder_projects_instead_of_reflecting|include/biflow/flow/householder.hpp|s/y - T\(2\) \* s \* v \/ n : y;/y - s * v \/ n : y;/|tests/test_vi.cpp|*pass the checker*"
+  "sylvester_diagonal_not_bounded|include/biflow/flow/sylvester.hpp|s/return r \* U \+ std::tanh\(r\) \* I;/return r * U + r * I;/|tests/test_vi.cpp|Sylvester*"
+  "elbo_logdet_gradient_sign|include/biflow/vi/elbo.hpp|s/constant<B>\(n_, 1, T\(-1.0 \/ n\)\)/constant<B>(n_, 1, T(1.0 \/ n))/|tests/test_vi.cpp|ElboTrainer*"
+  "estimate_log_z_is_the_elbo|include/biflow/vi/elbo.hpp|s/e.log_z = mx \+ std::log\(s1 \/ double\(lw.size\(\)\)\);/e.log_z = mean;/|tests/test_vi.cpp|vi::estimate*"
+  "u3_gradient_branch_sign|include/biflow/vi/target.hpp|s/\(dw - dw1\)\)\);/(dw + dw1)));/|tests/test_vi.cpp|toy targets*"
   "checker_blind_identity_layer|tests/test_flow_layers.cpp|s/    auto layer = make_coupling<B>\(mask, \{8, 8\}, rng\);\n    randomize\(layer, 2\);/    auto layer = make_coupling<B>(mask, {8, 8}, rng);/|tests/test_flow_layers.cpp"
 )
 want=("$@")

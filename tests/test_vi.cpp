@@ -165,7 +165,9 @@ TEST_CASE("vi::estimate: exact on a sampler equal to the target, and it ranks kn
   const double kl_wide = 2 * (0.5 * (9.0 - 1.0) - std::log(3.0));  // KL(N(0, 9I) ‖ N(0, I)) in 2-D
   CHECK(t.log_z() - w.elbo == doctest::Approx(kl_wide).epsilon(0.03));
   CHECK(w.ess_fraction < 0.5);
-  CHECK(w.log_z < t.log_z() + 0.05);
+  // q wider than p: the importance weights have finite variance, so the weighted estimate recovers log Z where the
+  // ELBO is ~4.8 nats short.
+  CHECK(std::abs(w.log_z - t.log_z()) < 0.1);
 }
 
 TEST_CASE("ElboTrainer: its gradient is the gradient of the batch's negative ELBO, and training approaches log Z") {
