@@ -137,8 +137,10 @@ class FlowLayerBase {
     return run_forward<P>(x, static_cast<typename Derived::Context*>(nullptr), cond);
   }
   /// Exact inverse. Absent (a compile error naming `declares_no_inverse`) for layers that declare has_inverse = false.
-  template <LogDetPolicy P = logdet::Analytic>
-    requires(!declares_no_inverse<Derived>)
+  // (D = Derived as a parameter of the member template: the constraint is then checked at the call, when the layer
+  // type is complete — a compiler may otherwise evaluate it at the base clause, while Derived is still incomplete.)
+  template <LogDetPolicy P = logdet::Analytic, class D = Derived>
+    requires(!declares_no_inverse<D>)
   FlowOut<B> inverse(const Tensor<B>& y, const Tensor<B>& cond = {}, P = {}) const {
     check_inputs("inverse", y, cond);
     FlowOut<B> out = self().inverse_impl(y, cond, P::compute);
@@ -151,8 +153,8 @@ class FlowLayerBase {
   }
   /// Inverse with an option the flow's layers understand (Guidance<B> for TARFlow blocks: classifier-free
   /// guidance while decoding); layers that do not take it invert as usual.
-  template <class Opt, LogDetPolicy P = logdet::Analytic>
-    requires(!LogDetPolicy<Opt> && !declares_no_inverse<Derived>)
+  template <class Opt, LogDetPolicy P = logdet::Analytic, class D = Derived>
+    requires(!LogDetPolicy<Opt> && !declares_no_inverse<D>)
   FlowOut<B> inverse(const Tensor<B>& y, const Tensor<B>& cond, const Opt& opt, P = {}) const {
     static_assert(TakesInverseOption<Derived, Opt>,
                   "flow layer inverse(y, cond, option, policy): no layer of this flow takes this option type (a "
