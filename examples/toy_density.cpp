@@ -22,10 +22,11 @@ using Iaf = Repeat<dynamic, Sequential<InverseAutoregressive<B>, Permutation<B>>
 using NsfCoupling = Repeat<dynamic, SplineCoupling<B, MLP<B>>>;
 using NsfAr = Repeat<dynamic, Sequential<SplineAutoregressive<B>, Permutation<B>>>;
 using Nice = Sequential<Repeat<dynamic, AdditiveCoupling<B, MLP<B>>>, DiagonalScaling<B>>;
+using ResFlow = Repeat<dynamic, Sequential<Residual<B>, ActNorm<B>>>;
 
 static const char* kUsage =
     "usage: toy_density [--data moons|8gaussians|checkerboard|rings|FILE.csv] [--test FILE.csv]\n"
-    "                   [--model realnvp|maf|iaf|nice|nsf-coupling|nsf-ar] [--bins 8] [--layers 8] [--hidden 64] [--steps 3000] [--batch 256]\n"
+    "                   [--model realnvp|maf|iaf|nice|nsf-coupling|nsf-ar|residual] [--bins 8] [--layers 8] [--hidden 64] [--steps 3000] [--batch 256]\n"
     "                   [--lr 1e-3] [--seed 0] [--report out.json] [--plot out.png] [--reverse-steps 0]\n"
     "                   [--save F.safetensors] [--load F.safetensors] [--checkpoint run.ckpt]\n"
     "                   [--checkpoint-every 500] [--resume run.ckpt] [--stop-after N]\n"
@@ -283,7 +284,15 @@ int main(int argc, char** argv) try {
     });
     return run(flow, model, a, train, test, data_name);
   }
-  a.fail("--model must be realnvp, maf, iaf, nice, nsf-coupling or nsf-ar, got '" + model + "'");
+  if (model == "residual") {  // i-ResNet blocks (Lip(g) <= 0.9) + ActNorm; exact log-det (2-D), fixed-point sampling
+    residual::Options ro;
+    ro.hidden = {hidden, hidden};
+    ResFlow flow(std::size_t(layers), [&](std::size_t) {
+      return Sequential<Residual<B>, ActNorm<B>>(Residual<B>(d, init, ro), ActNorm<B>(d));
+    });
+    return run(flow, model, a, train, test, data_name);
+  }
+  a.fail("--model must be realnvp, maf, iaf, nice, nsf-coupling, nsf-ar or residual, got '" + model + "'");
 } catch (const std::exception& e) {
   std::fprintf(stderr, "toy_density: %s\n", e.what());
   return 1;

@@ -40,6 +40,10 @@ bugs=(
   "elbo_logdet_gradient_sign|include/biflow/vi/elbo.hpp|s/constant<B>\(n_, 1, T\(-1.0 \/ n\)\)/constant<B>(n_, 1, T(1.0 \/ n))/|tests/test_vi.cpp|ElboTrainer*"
   "estimate_log_z_is_the_elbo|include/biflow/vi/elbo.hpp|s/e.log_z = mx \+ std::log\(s1 \/ double\(lw.size\(\)\)\);/e.log_z = mean;/|tests/test_vi.cpp|vi::estimate*"
   "u3_gradient_branch_sign|include/biflow/vi/target.hpp|s/\(dw - dw1\)\)\);/(dw + dw1)));/|tests/test_vi.cpp|toy targets*"
+  "residual_logdet_grad_drops_tanh2|include/biflow/flow/residual.hpp|s/return acc \+ tbar \* \(T\(-2\) \* t \* \(T\(1\) - t \* t\)\) \* adot;/return acc;/|tests/test_residual.cpp|*passes the checker*"
+  "residual_neumann_series_sign|include/biflow/flow/residual.hpp|s/\(j % 2 \? -1.0 : 1.0\) \* policy.weight\(j \+ 1\)/(j % 2 ? 1.0 : -1.0) * policy.weight(j + 1)/|tests/test_residual.cpp|stochastic*"
+  "spectral_norm_grad_ignores_sigma|include/biflow/flow/residual.hpp|s/return sigma > T\(c\) \? s \* g - T\(c\) \* gw \/ \(sigma \* sigma\) \* uv : g;/return sigma > T(c) ? s * g : g;/|tests/test_residual.cpp|*passes the checker*"
+  "fixed_point_stops_after_one_step|include/biflow/flow/residual.hpp|s/if \(rep.max_change <= tol\) \{/if (true) {/|tests/test_residual.cpp|*passes the checker*"
   "checker_blind_identity_layer|tests/test_flow_layers.cpp|s/    auto layer = make_coupling<B>\(mask, \{8, 8\}, rng\);\n    randomize\(layer, 2\);/    auto layer = make_coupling<B>(mask, {8, 8}, rng);/|tests/test_flow_layers.cpp"
 )
 want=("$@")

@@ -34,6 +34,7 @@
 #include "flow/permutation.hpp"
 #include "flow/planar.hpp"
 #include "flow/radial.hpp"
+#include "flow/residual.hpp"
 #include "flow/score.hpp"
 #include "flow/scaling.hpp"
 #include "flow/sequential.hpp"

@@ -26,6 +26,20 @@ HostMatrix<T> slogdet_rows(const HostMatrix<T>& jac, long rows, long d) {
   return out;
 }
 
+/// log|det m| and m⁻¹ of one square matrix (double; partial-pivot LU). A template for the same compile-time reason
+/// as rotation_lu below.
+struct LogDetInverse {
+  double logabsdet = 0;
+  HostMatrix<double> inverse;
+};
+template <class = void>
+LogDetInverse logdet_and_inverse(const HostMatrix<double>& m) {
+  const Eigen::PartialPivLU<Eigen::MatrixXd> lu{Eigen::MatrixXd(m)};
+  double s = 0;
+  for (long i = 0; i < m.rows(); ++i) s += std::log(std::abs(lu.matrixLU()(i, i)));
+  return {s, HostMatrix<double>(lu.inverse())};
+}
+
 /// Q = P L U with Q the orthogonal factor of g's QR (a random rotation when g is Gaussian): returns the packed LU
 /// matrix (L strictly below the diagonal, unit diagonal implied; U on and above it) and the permutation Pᵀ's
 /// dense matrix, so that Q = P·L·U with P = perm.

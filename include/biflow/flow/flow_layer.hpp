@@ -53,6 +53,8 @@ concept FlowLayer = ForwardFlowLayer<L> && requires(const L& cm, const Tensor<ty
 template <class L, class Opt>
 concept TakesInverseOption = requires(const L& l, const Tensor<typename L::backend>& y, const Opt& o) {
   { l.inverse_impl(y, y, true, o) } -> std::same_as<FlowOut<typename L::backend>>;
+} || requires(const L& l, const Tensor<typename L::backend>& y, const Opt& o) {
+  { l.inverse_impl(y, y, logdet::analytic, o) } -> std::same_as<FlowOut<typename L::backend>>;
 };
 
 /// One readable sentence per missing piece of the FlowLayer contract; `static_assert(check_flow_layer_contract<L>())`.
@@ -126,24 +128,26 @@ class FlowLayerBase {
   /// it while Derived is still incomplete; the body checks it.)
   template <class Ctx, LogDetPolicy P = logdet::Analytic>
     requires(!std::is_same_v<Ctx, Tensor<B>> && !std::is_same_v<Ctx, const Tensor<B>>)
-  FlowOut<B> forward(const Tensor<B>& x, Ctx& ctx, const Tensor<B>& cond = {}, P = {}) const {
+  FlowOut<B> forward(const Tensor<B>& x, Ctx& ctx, const Tensor<B>& cond = {}, P policy = {}) const {
     static_assert(std::is_same_v<Ctx, typename Derived::Context>,
                   "flow layer forward(x, ctx, …): ctx must be this layer's own `Context` (typename L::Context)");
-    return run_forward<P>(x, &ctx, cond);
+    return run_forward(x, &ctx, cond, policy);
   }
   /// Inference pass: nothing is saved (no context, no copies of the input).
   template <LogDetPolicy P = logdet::Analytic>
-  FlowOut<B> forward(const Tensor<B>& x, const Tensor<B>& cond = {}, P = {}) const {
-    return run_forward<P>(x, static_cast<typename Derived::Context*>(nullptr), cond);
+  FlowOut<B> forward(const Tensor<B>& x, const Tensor<B>& cond = {}, P policy = {}) const {
+    return run_forward(x, static_cast<typename Derived::Context*>(nullptr), cond, policy);
   }
   /// Exact inverse. Absent (a compile error naming `declares_no_inverse`) for layers that declare has_inverse = false.
   // (D = Derived as a parameter of the member template: the constraint is then checked at the call, when the layer
   // type is complete — a compiler may otherwise evaluate it at the base clause, while Derived is still incomplete.)
   template <LogDetPolicy P = logdet::Analytic, class D = Derived>
     requires(!declares_no_inverse<D>)
-  FlowOut<B> inverse(const Tensor<B>& y, const Tensor<B>& cond = {}, P = {}) const {
+  FlowOut<B> inverse(const Tensor<B>& y, const Tensor<B>& cond = {}, P policy = {}) const {
     check_inputs("inverse", y, cond);
-    FlowOut<B> out = self().inverse_impl(y, cond, P::compute);
+    FlowOut<B> out;
+    if constexpr (requires(const Derived& d) { d.inverse_impl(y, cond, policy); }) out = self().inverse_impl(y, cond, policy);
+    else out = self().inverse_impl(y, cond, P::compute);
     if constexpr (std::is_same_v<P, logdet::BruteForce>) {
       // log|det ∂x/∂y| = -log|det ∂y/∂x| at x = f⁻¹(y).
       HostMatrix<typename B::scalar> ld = slogdet_rows(jacobian_by_backward(self(), out.y, cond), y.rows(), y.cols());
@@ -155,7 +159,7 @@ class FlowLayerBase {
   /// guidance while decoding); layers that do not take it invert as usual.
   template <class Opt, LogDetPolicy P = logdet::Analytic, class D = Derived>
     requires(!LogDetPolicy<Opt> && !declares_no_inverse<D>)
-  FlowOut<B> inverse(const Tensor<B>& y, const Tensor<B>& cond, const Opt& opt, P = {}) const {
+  FlowOut<B> inverse(const Tensor<B>& y, const Tensor<B>& cond, const Opt& opt, P policy = {}) const {
     static_assert(TakesInverseOption<Derived, Opt>,
                   "flow layer inverse(y, cond, option, policy): no layer of this flow takes this option type (a "
                   "layer takes an option by defining inverse_impl(y, cond, bool want_logdet, const Option&))");
@@ -163,14 +167,23 @@ class FlowLayerBase {
                   "flow layer inverse(y, cond, option, logdet::brute_force): an inverse with options (e.g. guided "
                   "decoding) is not the inverse of forward, so forward's Jacobian does not give its log-det");
     check_inputs("inverse", y, cond);
-    return self().inverse_impl(y, cond, P::compute, opt);
+    if constexpr (requires(const Derived& d) { d.inverse_impl(y, cond, policy, opt); })
+      return self().inverse_impl(y, cond, policy, opt);
+    else
+      return self().inverse_impl(y, cond, P::compute, opt);
   }
 
  protected:
   template <LogDetPolicy P, class Ctx>
-  FlowOut<B> run_forward(const Tensor<B>& x, Ctx* ctx, const Tensor<B>& cond) const {
+  FlowOut<B> run_forward(const Tensor<B>& x, Ctx* ctx, const Tensor<B>& cond, const P& policy) const {
     check_inputs("forward", x, cond);
-    FlowOut<B> out = self().forward_impl(x, ctx, cond, P::compute);
+    FlowOut<B> out;
+    // Layers that use the policy object (stochastic estimates, compositions handing it on) take it; the others
+    // get whether to compute the log-det.
+    if constexpr (requires(const Derived& d) { d.forward_impl(x, ctx, cond, policy); })
+      out = self().forward_impl(x, ctx, cond, policy);
+    else
+      out = self().forward_impl(x, ctx, cond, P::compute);
     if constexpr (std::is_same_v<P, logdet::BruteForce>)
       out.logdet = from_host<B>(slogdet_rows(jacobian_by_backward(self(), x, cond), x.rows(), x.cols()));
     return out;

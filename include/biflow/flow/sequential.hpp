@@ -25,22 +25,33 @@ void add_logdet(Tensor<B>& acc, const Tensor<B>& ld) {
   if (acc.empty()) acc = ld;
   else add_inplace(acc, ld);
 }
+/// The policy a composite hands its children: its own, except brute force, which the composite applies once at the
+/// top (its children compute their analytic log-dets meanwhile), and none when no log-det is wanted.
+template <class P>
+auto child_policy(const P& p) {
+  if constexpr (std::is_same_v<P, logdet::BruteForce>) return logdet::analytic;
+  else return p;
+}
 /// One child's forward: training (into c) when the composite saves, inference otherwise.
-template <class L, class B>
-FlowOut<B> child_forward(const L& l, const Tensor<B>& x, typename L::Context* c, const Tensor<B>& cond,
-                         bool want_logdet) {
-  if (c) return want_logdet ? l.forward(x, *c, cond, logdet::analytic) : l.forward(x, *c, cond, logdet::none);
-  return want_logdet ? l.forward(x, cond, logdet::analytic) : l.forward(x, cond, logdet::none);
+template <class L, class B, class P>
+FlowOut<B> child_forward(const L& l, const Tensor<B>& x, typename L::Context* c, const Tensor<B>& cond, const P& p) {
+  if (c) return l.forward(x, *c, cond, child_policy(p));
+  return l.forward(x, cond, child_policy(p));
 }
 /// No inverse option (the plain inverse).
 struct NoOption {};
 /// One child's inverse: with the option when the child takes it, plain otherwise.
-template <class L, class B, class Opt>
-FlowOut<B> child_inverse(const L& l, const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet, const Opt& opt) {
+template <class L, class B, class Opt, class P>
+FlowOut<B> child_inverse(const L& l, const Tensor<B>& y, const Tensor<B>& cond, const P& p, const Opt& opt) {
   if constexpr (!std::is_same_v<Opt, NoOption> && TakesInverseOption<L, Opt>)
-    return want_logdet ? l.inverse(y, cond, opt, logdet::analytic) : l.inverse(y, cond, opt, logdet::none);
+    return l.inverse(y, cond, opt, child_policy(p));
   else
-    return want_logdet ? l.inverse(y, cond, logdet::analytic) : l.inverse(y, cond, logdet::none);
+    return l.inverse(y, cond, child_policy(p));
+}
+/// The policy for a bool "want the log-det".
+template <class F>
+decltype(auto) with_policy(bool want_logdet, F&& f) {
+  return want_logdet ? f(logdet::analytic) : f(logdet::none);
 }
 template <class L, class B>
 void maybe_data_init(L& layer, const Tensor<B>& x, const Tensor<B>& cond) {
@@ -85,8 +96,9 @@ class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_e
   std::tuple<Ls...>& layers() { return layers_; }
   const std::tuple<Ls...>& layers() const { return layers_; }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
-    return run(x, ctx, cond, want_logdet, nullptr, std::index_sequence_for<Ls...>{});
+  template <LogDetPolicy P>
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, const P& policy) const {
+    return run(x, ctx, cond, policy, nullptr, std::index_sequence_for<Ls...>{});
   }
   /// Forward that also returns every intermediate state (x⁰ = x, …, x^B = z); ctx receives what backward needs.
   template <LogDetPolicy P = logdet::Analytic>
@@ -98,14 +110,15 @@ class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_e
   Trajectory<B> forward_trajectory(const Tensor<B>& x, const Tensor<B>& cond = {}, P = {}) const {
     return trajectory(x, nullptr, cond, P::compute);
   }
-  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet) const {
-    return run_inverse(y, cond, want_logdet, seq_detail::NoOption{});
+  template <LogDetPolicy P>
+  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, const P& policy) const {
+    return run_inverse(y, cond, policy, seq_detail::NoOption{});
   }
   /// Inverse with an option (e.g. Guidance<B>), handed to the layers that take it.
-  template <class Opt>
+  template <LogDetPolicy P, class Opt>
     requires(TakesInverseOption<Ls, Opt> || ...)
-  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet, const Opt& opt) const {
-    return run_inverse(y, cond, want_logdet, opt);
+  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, const P& policy, const Opt& opt) const {
+    return run_inverse(y, cond, policy, opt);
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
                      GradMode mode = GradMode::all) {
@@ -146,16 +159,18 @@ class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_e
     this->check_inputs("forward_trajectory", x, cond);
     Trajectory<B> t;
     t.states.push_back(x);
-    FlowOut<B> o = run(x, ctx, cond, want_logdet, &t.states, std::index_sequence_for<Ls...>{});
+    FlowOut<B> o = seq_detail::with_policy(want_logdet, [&](auto p) {
+      return run(x, ctx, cond, p, &t.states, std::index_sequence_for<Ls...>{});
+    });
     t.logdet = std::move(o.logdet);
     return t;
   }
-  template <std::size_t... I>
-  FlowOut<B> run(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet,
+  template <class P, std::size_t... I>
+  FlowOut<B> run(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, const P& policy,
                  std::vector<Tensor<B>>* states, std::index_sequence<I...>) const {
     FlowOut<B> acc{x, {}};
     auto step = [&](const auto& layer, auto* c) {
-      FlowOut<B> o = seq_detail::child_forward(layer, acc.y, c, cond, want_logdet);
+      FlowOut<B> o = seq_detail::child_forward(layer, acc.y, c, cond, policy);
       acc.y = std::move(o.y);
       seq_detail::add_logdet(acc.logdet, o.logdet);
       if (states) states->push_back(acc.y);
@@ -164,11 +179,11 @@ class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_e
      ...);
     return acc;
   }
-  template <class Opt>
-  FlowOut<B> run_inverse(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet, const Opt& opt) const {
+  template <class P, class Opt>
+  FlowOut<B> run_inverse(const Tensor<B>& y, const Tensor<B>& cond, const P& policy, const Opt& opt) const {
     FlowOut<B> acc{y, {}};
     auto step = [&](const auto& l) {
-      FlowOut<B> o = seq_detail::child_inverse(l, acc.y, cond, want_logdet, opt);
+      FlowOut<B> o = seq_detail::child_inverse(l, acc.y, cond, policy, opt);
       acc.y = std::move(o.y);
       seq_detail::add_logdet(acc.logdet, o.logdet);
     };
@@ -230,8 +245,9 @@ class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
   Block& block(std::size_t i) { return blocks_.at(i); }
   const Block& block(std::size_t i) const { return blocks_.at(i); }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
-    return run(x, ctx, cond, want_logdet, nullptr);
+  template <LogDetPolicy P>
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, const P& policy) const {
+    return run(x, ctx, cond, policy, nullptr);
   }
   template <LogDetPolicy P = logdet::Analytic>
   Trajectory<B> forward_trajectory(const Tensor<B>& x, Context& ctx, const Tensor<B>& cond = {}, P = {}) const {
@@ -242,14 +258,15 @@ class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
   Trajectory<B> forward_trajectory(const Tensor<B>& x, const Tensor<B>& cond = {}, P = {}) const {
     return trajectory(x, nullptr, cond, P::compute);
   }
-  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet) const {
-    return run_inverse(y, cond, want_logdet, seq_detail::NoOption{});
+  template <LogDetPolicy P>
+  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, const P& policy) const {
+    return run_inverse(y, cond, policy, seq_detail::NoOption{});
   }
   /// Inverse with an option the blocks take (e.g. Guidance<B> for TarBlock).
-  template <class Opt>
+  template <LogDetPolicy P, class Opt>
     requires TakesInverseOption<Block, Opt>
-  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet, const Opt& opt) const {
-    return run_inverse(y, cond, want_logdet, opt);
+  FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, const P& policy, const Opt& opt) const {
+    return run_inverse(y, cond, policy, opt);
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
                      GradMode mode = GradMode::all) {
@@ -274,11 +291,11 @@ class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
   }
 
  private:
-  template <class Opt>
-  FlowOut<B> run_inverse(const Tensor<B>& y, const Tensor<B>& cond, bool want_logdet, const Opt& opt) const {
+  template <class P, class Opt>
+  FlowOut<B> run_inverse(const Tensor<B>& y, const Tensor<B>& cond, const P& policy, const Opt& opt) const {
     FlowOut<B> acc{y, {}};
     for (std::size_t i = blocks_.size(); i-- > 0;) {
-      FlowOut<B> o = seq_detail::child_inverse(blocks_[i], acc.y, cond, want_logdet, opt);
+      FlowOut<B> o = seq_detail::child_inverse(blocks_[i], acc.y, cond, policy, opt);
       acc.y = std::move(o.y);
       seq_detail::add_logdet(acc.logdet, o.logdet);
     }
@@ -288,16 +305,17 @@ class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
     this->check_inputs("forward_trajectory", x, cond);
     Trajectory<B> t;
     t.states.push_back(x);
-    t.logdet = run(x, ctx, cond, want_logdet, &t.states).logdet;
+    t.logdet = seq_detail::with_policy(want_logdet, [&](auto p) { return run(x, ctx, cond, p, &t.states); }).logdet;
     return t;
   }
-  FlowOut<B> run(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet,
+  template <class P>
+  FlowOut<B> run(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, const P& policy,
                  std::vector<Tensor<B>>* states) const {
     if constexpr (N == dynamic)
       if (ctx) ctx->resize(blocks_.size());
     FlowOut<B> acc{x, {}};
     for (std::size_t i = 0; i < blocks_.size(); ++i) {
-      FlowOut<B> o = seq_detail::child_forward(blocks_[i], acc.y, ctx ? &(*ctx)[i] : nullptr, cond, want_logdet);
+      FlowOut<B> o = seq_detail::child_forward(blocks_[i], acc.y, ctx ? &(*ctx)[i] : nullptr, cond, policy);
       acc.y = std::move(o.y);
       seq_detail::add_logdet(acc.logdet, o.logdet);
       if (states) states->push_back(acc.y);

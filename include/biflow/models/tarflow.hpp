@@ -53,8 +53,9 @@ class TarFlow : public FlowLayerBase<TarFlow<B>, B> {
   const Block& block(std::size_t i) const { return layer<1>(flow_).block(i); }
   const Permutation<B>& patchify() const { return layer<0>(flow_); }
 
-  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, bool want_logdet) const {
-    return seq_detail::child_forward(flow_, x, ctx, cond, want_logdet);
+  template <LogDetPolicy P>
+  FlowOut<B> forward_impl(const Tensor<B>& x, Context* ctx, const Tensor<B>& cond, const P& policy) const {
+    return seq_detail::child_forward(flow_, x, ctx, cond, policy);
   }
   /// states[0] = patchified x, states[i + 1] = output of block i (states.back() = z), plus the total log-det:
   /// the trajectory a learned reverse model trains against.
@@ -68,16 +69,17 @@ class TarFlow : public FlowLayerBase<TarFlow<B>, B> {
     this->check_inputs("forward_trajectory", x, cond);
     return layer<1>(flow_).forward_trajectory(patchify().forward(x, cond, logdet::none).y, cond);
   }
-  FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, bool want_logdet) const {
-    return seq_detail::child_inverse(flow_, z, cond, want_logdet, seq_detail::NoOption{});
+  template <LogDetPolicy P>
+  FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, const P& policy) const {
+    return seq_detail::child_inverse(flow_, z, cond, policy, seq_detail::NoOption{});
   }
   /// The exact inverse is KV-cached decoding through the blocks in reverse, B·(T − 1) sequential steps;
   /// `inverse(z, cond, Guidance<B>{w, anneal, uncond})` adds classifier-free guidance, handed by the composition
   /// to every block; returns images (C x H x W rows).
-  template <class Opt>
+  template <LogDetPolicy P, class Opt>
     requires TakesInverseOption<Flow, Opt>
-  FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, bool want_logdet, const Opt& opt) const {
-    return seq_detail::child_inverse(flow_, z, cond, want_logdet, opt);
+  FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, const P& policy, const Opt& opt) const {
+    return seq_detail::child_inverse(flow_, z, cond, policy, opt);
   }
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
                      GradMode mode = GradMode::all) {
