@@ -28,7 +28,7 @@ static const char* kUsage =
     "usage: toy_density [--data moons|8gaussians|checkerboard|rings|FILE.csv] [--test FILE.csv]\n"
     "                   [--model realnvp|maf|iaf|nice|nsf-coupling|nsf-ar|residual] [--bins 8] [--layers 8] [--hidden 64] [--steps 3000] [--batch 256]\n"
     "                   [--lr 1e-3] [--seed 0] [--report out.json] [--plot out.png] [--reverse-steps 0]\n"
-    "                   [--save F.safetensors] [--load F.safetensors] [--checkpoint run.ckpt]\n"
+    "                   [--save F.safetensors] [--load F.safetensors] [--checkpoint run.ckpt] [--dump-data DIR]\n"
     "                   [--checkpoint-every 500] [--resume run.ckpt] [--stop-after N]\n"
     "Built-in sets: 10000 training and 5000 test points (test seed fixed). CSV without --test: last 20% is test.\n"
     "--reverse-steps N > 0: then freeze the flow and train a learned inverse G (BiFlow: residual-MLP stages, hidden\n"
@@ -37,7 +37,7 @@ static const char* kUsage =
     "--save writes the trained flow's weights (safetensors); --load starts from them (same --model/--layers/--hidden;\n"
     "with --steps 0 it only evaluates). --checkpoint writes parameters, optimizer, EMA, step and data RNG every\n"
     "--checkpoint-every steps (atomically); --resume continues such a run exactly where it stopped; --stop-after N\n"
-    "ends training after step N (as if interrupted).";
+    "ends training after step N (as if interrupted). --dump-data DIR writes the train/test rows as CSV and exits.";
 
 namespace {
 
@@ -217,7 +217,8 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
 int main(int argc, char** argv) try {
   examples::Args a(argc, argv, kUsage,
                    {"data", "test", "model", "bins", "layers", "hidden", "steps", "batch", "lr", "seed", "report", "plot",
-                    "reverse-steps", "save", "load", "checkpoint", "checkpoint-every", "resume", "stop-after"});
+                    "reverse-steps", "save", "load", "checkpoint", "checkpoint-every", "resume", "stop-after",
+                    "dump-data"});
   cpu::keep_heap_pages();  // see backend/cpu/allocator.hpp: avoids page-faulting tensors back in every step
   const std::string data_name = a.str("data", "moons"), model = a.str("model", "realnvp");
   const long layers = a.integer("layers", 8), hidden = a.integer("hidden", 64);
@@ -239,6 +240,14 @@ int main(int argc, char** argv) try {
     Rng tr(std::uint64_t(a.integer("seed", 0))), te(0xC0FFEE);
     train = data::toy(data_name, 10000, tr);
     test = data::toy(data_name, 5000, te);
+  }
+  if (a.has("dump-data")) {  // the exact train/test rows, for a peer library to train on (benchmarks/reference)
+    const std::string dir = a.str("dump-data", "");
+    data::save_csv(dir + "/train.csv", train);
+    data::save_csv(dir + "/test.csv", test);
+    std::printf("wrote %s/train.csv (%ld rows) and %s/test.csv (%ld rows)\n", dir.c_str(), long(train.rows()),
+                dir.c_str(), long(test.rows()));
+    return 0;
   }
   const long d = train.cols();
   Rng init(std::uint64_t(a.integer("seed", 0)) + 1);
