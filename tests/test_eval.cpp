@@ -59,6 +59,29 @@ TEST_CASE("squared distances, nearest distances and k-NN radii match a direct lo
   CHECK(message<shape_error>([&] { squared_distances(a, gaussian(2, 4, 3)); }).find("3 and 4") != std::string::npos);
 }
 
+TEST_CASE("energy distance: the double-loop formula, ≈ 0 for one distribution, larger for shifted or collapsed sets") {
+  Rng r(3);
+  auto draw = [&](long n, double shift, double scale) {
+    HostMatrix<double> m(n, 2);
+    for (long i = 0; i < m.size(); ++i) m.data()[i] = shift + scale * r.normal();
+    return m;
+  };
+  const HostMatrix<double> a = draw(300, 0, 1), b = draw(200, 0, 1);
+  double ab = 0, aa = 0, bb = 0;
+  for (long i = 0; i < 300; ++i)
+    for (long j = 0; j < 200; ++j) ab += (a.row(i) - b.row(j)).norm();
+  for (long i = 0; i < 300; ++i)
+    for (long j = 0; j < 300; ++j) aa += i == j ? 0.0 : (a.row(i) - a.row(j)).norm();
+  for (long i = 0; i < 200; ++i)
+    for (long j = 0; j < 200; ++j) bb += i == j ? 0.0 : (b.row(i) - b.row(j)).norm();
+  const double loop = 2 * ab / (300.0 * 200.0) - aa / (300.0 * 299.0) - bb / (200.0 * 199.0);
+  CHECK(energy_distance(a, b) == doctest::Approx(loop).epsilon(1e-10));
+  CHECK(std::abs(energy_distance(a, b)) < 0.02);
+  CHECK(energy_distance(a, draw(200, 0.5, 1)) > 10 * std::abs(energy_distance(a, b)));
+  CHECK(energy_distance(a, draw(200, 0, 0.1)) > 10 * std::abs(energy_distance(a, b)));
+  CHECK(message<shape_error>([&] { energy_distance(a, HostMatrix<double>(1, 2)); }).find("at least 2 rows") != std::string::npos);
+}
+
 TEST_CASE("kernel distance equals the unbiased MMD² written as a double loop, and is ≈ 0 for one distribution") {
   const HostMatrix<double> x = gaussian(9, 4, 3), y = gaussian(6, 4, 4, 1.5);
   auto k = [](const auto& a, const auto& b) { return std::pow(a.dot(b) / 4.0 + 1.0, 3); };

@@ -52,6 +52,7 @@
 #include "reverse/strategy.hpp"
 #include "reverse/trainer.hpp"
 #include "eval/classifier.hpp"
+#include "eval/energy_distance.hpp"
 #include "eval/baselines.hpp"
 #include "eval/frechet.hpp"
 #include "eval/kid.hpp"
