@@ -167,7 +167,7 @@ void module_case(Make make, long rows, long in, bool random_params = true) {
 
 /// Same for a flow layer: forward (y, log-det), backward, parameter gradients, inverse, round trip on B.
 template <class Make>
-void flow_case(Make make, long rows, long d, long cond, bool random_params = true) {
+void flow_case(Make make, long rows, long d, long cond, bool random_params = true, double grad_tol = kGrad) {
   auto l = make.template operator()<Bt>();
   auto ref = make.template operator()<R>();
   if (random_params) randomize(l, 5);
@@ -182,8 +182,8 @@ void flow_case(Make make, long rows, long d, long cond, bool random_params = tru
   same("forward log-det", orf.logdet, ob.logdet);
   zero_grad(l);
   zero_grad(ref);
-  same("backward (input gradient)", ref.backward(cr, dy.r, dl.r), l.backward(cb, dy.b, dl.b));
-  same_grads(l, ref);
+  same("backward (input gradient)", ref.backward(cr, dy.r, dl.r), l.backward(cb, dy.b, dl.b), grad_tol);
+  same_grads(l, ref, grad_tol);
   if constexpr (FlowLayer<decltype(l)>) {  // forward-only layers (planar, radial, Sylvester) have no inverse
     const auto ib = l.inverse(ob.y, c.b);
     const auto ir = ref.inverse(orf.y, c.r);
@@ -468,8 +468,11 @@ TEST_CASE_TEMPLATE("equality: variational-inference flow layers match the refere
   flow_case([]<class X>() { Rng r(3); return Householder<X>(5, 4, r); }, 17, 5, 0);
   flow_case([]<class X>() { Rng r(4); return Sylvester<X>(5, 3, 4, r); }, 17, 5, 0);
   flow_case([]<class X>() { Rng r(5); return Sylvester<X, sylvester::Triangular>(5, true, r); }, 17, 5, 0);
-  // Residual: the constructor's random weights (randomising them would leave the power iteration behind).
-  flow_case([]<class X>() { Rng r(7); residual::Options o; o.hidden = {8}; return Residual<X>(4, r, o); }, 17, 4, 0, false);
+  // Residual: the constructor's random weights (randomising them would leave the power iteration behind). Its weight
+  // gradient subtracts the spectral norm's rank-1 correction from the direct term, which loses digits in float:
+  // tolerance 3e-3 (measured 1.4e-3 on Cpu<float>).
+  flow_case([]<class X>() { Rng r(7); residual::Options o; o.hidden = {8}; return Residual<X>(4, r, o); }, 17, 4, 0, false,
+            3e-3);
   flow_case([]<class X>() {
     Rng r(6);
     return Repeat<dynamic, Sequential<Planar<X>, Radial<X>>>(3, [&](std::size_t) {
