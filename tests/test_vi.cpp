@@ -2,6 +2,8 @@
 // and Sylvester layers through the shared checker, their invertibility constraints, forward-only composition, the
 // toy targets (gradients, normalisers), vi::estimate on known-good and known-bad samplers, and ElboTrainer (its
 // gradient against finite differences of the batch loss; training moves the ELBO towards log Z).
+// Headers covered: flow/planar.hpp, flow/radial.hpp, flow/householder.hpp, flow/sylvester.hpp, flow/flow_layer.hpp
+// (forward-only layers), flow/distribution.hpp (forward_sample_and_log_prob), vi/target.hpp, vi/elbo.hpp.
 #include "helpers.hpp"
 
 using namespace tests;
