@@ -1,4 +1,4 @@
-// Sample-quality evaluation (eval/knn.hpp, eval/kid.hpp, eval/precision_recall.hpp, eval/novelty.hpp,
+// Sample-quality evaluation (eval/knn.hpp, eval/energy_distance.hpp, eval/kid.hpp, eval/precision_recall.hpp, eval/novelty.hpp,
 // eval/sample_quality.hpp, eval/frechet.hpp, core/rng.hpp: choose_distinct): each statistic against an independent formula, and the suite ranking
 // known-bad baselines (a memoriser, the mean + noise) as bad.
 #include <Eigen/Eigenvalues>
