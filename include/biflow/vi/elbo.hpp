@@ -111,7 +111,7 @@ class ElboTrainer {
 
  private:
   F& flow_;
-  const P& target_;
+  P target_;  // a copy: a temporary target (ElboTrainer(flow, vi::targets::banana(), o)) must not dangle
   Optimization<B> opt_;
   long n_;
 };
