@@ -192,3 +192,60 @@ TEST_CASE("a stochastic policy on layers with a closed form gives their exact lo
   const auto [m, se] = mean_stderr(4, 2000, [&] { return h(s.forward(x, {}, logdet::hutchinson(pr, 20)).logdet); });
   CHECK(((m - h(s.forward(x).logdet)).cwiseAbs().array() <= 4 * se.array()).all());
 }
+
+TEST_CASE("maximum likelihood with a stochastic log-det: under Russian roulette the NLL loss and its gradients are "
+          "unbiased, and MleTrainer trains with the policy it is given") {
+  Rng r(12);
+  residual::Options o = small(0.95);
+  o.hidden = {6};
+  Residual<D> l(2, r, o);
+  randomize(l, 4, 1.0);
+  l.refresh_spectral_norm();
+  const Tensor<D> x = randn<D>(8, 2, 9);
+  Residual<D> le = l;
+  zero_grad(le);
+  const double exact = nll_forward_backward(le, x);  // analytic: the exact NLL and its gradient
+  CHECK(std::abs(exact - nll(l, x)) < 1e-12);
+  const HostMatrix<double> g_exact = flat_grads(le);
+  Rng pr(3);
+  const int M = 2000;
+  HostMatrix<double> losses(M, 1);
+  int i = 0;
+  const auto [g_mean, g_se] = mean_stderr(g_exact.rows(), M, [&] {
+    Residual<D> ls = l;
+    zero_grad(ls);
+    losses(i++, 0) = nll_forward_backward(ls, x, {}, logdet::russian_roulette(pr, 1, 0.6));
+    return flat_grads(ls);
+  });
+  const double mean = losses.mean();
+  const double se = std::sqrt((losses.array() - mean).square().sum() / (M - 1) / M);
+  INFO("exact NLL " << exact << ", roulette " << mean << " ± " << se);
+  CHECK(se > 1e-4);  // the loss is an estimate (a policy silently replaced by the exact one would give se = 0)
+  CHECK(std::abs(mean - exact) <= 4 * se);
+  long outside = 0;
+  for (long k = 0; k < g_exact.rows(); ++k)
+    if (std::abs(g_mean(k, 0) - g_exact(k, 0)) > 4 * g_se(k, 0) + 1e-12) ++outside;
+  INFO(outside << " of " << g_exact.rows() << " gradient entries outside 4 standard errors");
+  CHECK(outside <= g_exact.rows() / 100);
+
+  // The trainer hands its policy to every step: the first step's loss is the estimate, not the exact NLL, and the
+  // roulette-trained and exactly-trained copies part ways.
+  TrainOptions to;
+  to.total_steps = 40;
+  to.warmup = 1;
+  Residual<D> la = l, lr = l;
+  MleTrainer ta(la, to);
+  Rng tr(21);
+  MleTrainer trr(lr, to, logdet::russian_roulette(tr, 1, 0.6));
+  static_assert(std::is_same_v<decltype(ta), MleTrainer<Residual<D>, logdet::Analytic>>);
+  static_assert(std::is_same_v<decltype(trr), MleTrainer<Residual<D>, logdet::RussianRoulette<1>>>);
+  const double la0 = ta.step(x).loss, lr0 = trr.step(x).loss;
+  CHECK(std::abs(la0 - exact) < 1e-12);
+  CHECK(std::abs(lr0 - exact) > 1e-9);
+  for (int s = 0; s < 30; ++s) {
+    ta.step(x);
+    trr.step(x);
+  }
+  CHECK(nll(lr, x) < exact);  // roulette training lowers the exact NLL
+  CHECK(std::abs(nll(lr, x) - nll(la, x)) > 1e-9);
+}

@@ -140,11 +140,7 @@ class Planar : public FlowLayerBase<Planar<B>, B> {
             zip(fn::PlanarDw{}, G, u.value, w.value, uh, dw_direct, c, k, sg, ww, gm));
       }
       if (wants_grad(mode, u)) map(u.grad, fn::Add{}, u.grad, zip(fn::AddMul{}, G, k, w.value));
-      if (wants_grad(mode, b)) {
-        Tensor<B> db;
-        col_sum(ga, db);
-        map(b.grad, fn::Add{}, b.grad, db);
-      }
+      if (wants_grad(mode, b)) col_sum(ga, b.grad, T(1));  // accumulates
     }
     if (!wants_input_grad(mode)) return {};
     return zip(fn::AddMul{}, dy, ga, w.value);

@@ -243,11 +243,7 @@ class Residual : public FlowLayerBase<Residual<B>, B> {
         Tensor<B> dw = matmul(abar, true, g.h[i], false);
         for (std::size_t p = 0; p < tbar.size(); ++p) add_inplace(dw, matmul(adotbar[p], true, tdot(ctx.probes[p], i), false));
         if (wants_grad(mode, weight[i])) map(weight[i].grad, fn::Add{}, weight[i].grad, sn_backward(g.lin[i], weight[i].value, dw));
-        if (wants_grad(mode, bias[i])) {
-          Tensor<B> db;
-          col_sum(abar, db);
-          map(bias[i].grad, fn::Add{}, bias[i].grad, db);
-        }
+        if (wants_grad(mode, bias[i])) col_sum(abar, bias[i].grad, T(1));  // accumulates
       }
       if (i > 0 || wants_input_grad(mode)) {
         hbar = matmul(abar, false, wt, false);

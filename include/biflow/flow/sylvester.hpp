@@ -143,11 +143,7 @@ class Sylvester : public FlowLayerBase<Sylvester<B, QKind>, B> {
         map(r_raw.grad, fn::Add{}, r_raw.grad, zip(fn::SylvesterRGrad{}, dR, r_raw.value, upper_, eye_));
       if (wants_grad(mode, rt_raw))
         map(rt_raw.grad, fn::Add{}, rt_raw.grad, zip(fn::SylvesterRGrad{}, dRt, rt_raw.value, upper_, eye_));
-      if (wants_grad(mode, b)) {
-        Tensor<B> db;
-        col_sum(ga, db);
-        map(b.grad, fn::Add{}, b.grad, db);
-      }
+      if (wants_grad(mode, b)) col_sum(ga, b.grad, T(1));  // accumulates
       if constexpr (kHouseholder) {
         if (q_trainable(mode)) {
           Tensor<B> dq = matmul(dA, false, tr.r, true);  // D × M

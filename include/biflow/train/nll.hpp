@@ -2,6 +2,7 @@
 // Maximum-likelihood objective for a flow with a standard-normal base.
 #include <cmath>
 #include <numbers>
+#include <type_traits>
 
 #include "../flow/distribution.hpp"
 
@@ -17,11 +18,20 @@ struct NllRow {  // ½Σz² + D/2 log 2π − logdet, per row
 
 /// Mean negative log-likelihood (nats per sample) of the batch; runs forward and backward, accumulating
 /// parameter gradients. Returns the loss as a host double.
-template <ForwardFlowLayer F>
-double nll_forward_backward(F& flow, const Tensor<typename F::backend>& x, const Tensor<typename F::backend>& cond = {}) {
+/// The log-det comes from `policy`: the closed forms (logdet::analytic), or a stochastic estimate for layers without
+/// one (residual flows: logdet::russian_roulette gives an unbiased loss and gradient, logdet::hutchinson a biased
+/// one) — then the returned loss is that estimate, not the exact NLL (evaluate with `nll` for that).
+template <ForwardFlowLayer F, LogDetPolicy P = logdet::Analytic>
+double nll_forward_backward(F& flow, const Tensor<typename F::backend>& x, const Tensor<typename F::backend>& cond = {},
+                            const P& policy = {}) {
+  static_assert(P::compute, "nll_forward_backward: the NLL needs the log-det; logdet::None computes none "
+                            "(train with logdet::analytic or a stochastic policy)");
+  static_assert(!std::is_same_v<P, logdet::BruteForce>, "nll_forward_backward: logdet::BruteForce is for verification "
+                                                        "and has no gradient; train with logdet::analytic or a "
+                                                        "stochastic policy");
   using B = typename F::backend;
   typename F::Context ctx;
-  const FlowOut<B> o = flow.forward(x, ctx, cond, logdet::analytic);
+  const FlowOut<B> o = flow.forward(x, ctx, cond, policy);
   const double n = double(x.rows());
   const Tensor<B> per_row = zip(fn::NllRow{0.5 * double(x.cols()) * std::log(2 * std::numbers::pi)},
                                 row_sum(zip(fn::HalfSq{}, o.y)), o.logdet);

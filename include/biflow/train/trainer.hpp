@@ -11,17 +11,19 @@
 namespace biflow {
 
 /// Maximum likelihood: zero the gradients, NLL forward + backward, then the shared optimiser step.
-template <ForwardFlowLayer F>
+/// P is the log-det policy of the training forward (nll.hpp): logdet::analytic, or a stochastic estimate such as
+/// `MleTrainer t(flow, o, logdet::russian_roulette(rng))` for residual flows (the loss reported is then the estimate).
+template <ForwardFlowLayer F, LogDetPolicy P = logdet::Analytic>
 class MleTrainer {
  public:
   using B = typename F::backend;
   using Counters = typename Optimization<B>::Counters;
-  MleTrainer(F& flow, TrainOptions o) : flow_(flow), opt_(o) {}
+  MleTrainer(F& flow, TrainOptions o, P policy = {}) : flow_(flow), opt_(o), policy_(policy) {}
 
   /// One optimisation step on batch x (and context cond for conditional flows).
   StepResult step(const Tensor<B>& x, const Tensor<B>& cond = {}) {
     zero_grad(flow_);
-    const double loss = nll_forward_backward(flow_, x, cond);
+    const double loss = nll_forward_backward(flow_, x, cond, policy_);
     return opt_.step(flow_, loss);
   }
   long steps() const { return opt_.steps(); }
@@ -37,6 +39,7 @@ class MleTrainer {
  private:
   F& flow_;
   Optimization<B> opt_;
+  P policy_;
 };
 
 }  // namespace biflow
