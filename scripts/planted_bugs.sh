@@ -43,6 +43,8 @@ bugs=(
   "residual_logdet_grad_drops_tanh2|include/biflow/flow/residual.hpp|s/return acc \+ tbar \* \(T\(-2\) \* t \* \(T\(1\) - t \* t\)\) \* adot;/return acc;/|tests/test_residual.cpp|*passes the checker*"
   "residual_neumann_series_sign|include/biflow/flow/residual.hpp|s/\(j % 2 \? -1.0 : 1.0\) \* policy.weight\(j \+ 1\)/(j % 2 ? 1.0 : -1.0) * policy.weight(j + 1)/|tests/test_residual.cpp|stochastic*"
   "spectral_norm_grad_ignores_sigma|include/biflow/flow/residual.hpp|s/return sigma > T\(c\) \? s \* g - T\(c\) \* gw \/ \(sigma \* sigma\) \* uv : g;/return sigma > T(c) ? s * g : g;/|tests/test_residual.cpp|*passes the checker*"
+  "mle_trainer_ignores_policy|include/biflow/train/trainer.hpp|s/nll_forward_backward\(flow_, x, cond, policy_\)/nll_forward_backward(flow_, x, cond)/|tests/test_residual.cpp|maximum likelihood with*"
+  "nll_policy_not_passed_to_forward|include/biflow/train/nll.hpp|s/flow.forward\(x, ctx, cond, policy\)/flow.forward(x, ctx, cond, logdet::analytic)/|tests/test_residual.cpp|maximum likelihood with*"
   "fixed_point_stops_after_one_step|include/biflow/flow/residual.hpp|s/if \(rep.max_change <= tol\) \{/if (true) {/|tests/test_residual.cpp|*passes the checker*"
   "checker_blind_identity_layer|tests/test_flow_layers.cpp|s/    auto layer = make_coupling<B>\(mask, \{8, 8\}, rng\);\n    randomize\(layer, 2\);/    auto layer = make_coupling<B>(mask, {8, 8}, rng);/|tests/test_flow_layers.cpp"
 )
