@@ -13,6 +13,10 @@
 
 #include "common/args.hpp"
 #include "common/png_impl.hpp"
+#if defined(BIFLOW_HAS_MPI)
+#include <biflow/dist/mpi.hpp>
+#include <optional>
+#endif
 
 using namespace biflow;
 using B = Cpu<float>;
@@ -29,7 +33,7 @@ static const char* kUsage =
     "                   [--model realnvp|maf|iaf|nice|nsf-coupling|nsf-ar|residual] [--bins 8] [--layers 8] [--hidden 64] [--steps 3000] [--batch 256]\n"
     "                   [--lr 1e-3] [--seed 0] [--report out.json] [--plot out.png] [--reverse-steps 0]\n"
     "                   [--save F.safetensors] [--load F.safetensors] [--checkpoint run.ckpt] [--dump-data DIR]\n"
-    "                   [--checkpoint-every 500] [--resume run.ckpt] [--stop-after N]\n"
+    "                   [--checkpoint-every 500] [--resume run.ckpt] [--stop-after N] [--distributed none|mpi]\n"
     "Built-in sets: 10000 training and 5000 test points (test seed fixed). CSV without --test: last 20% is test.\n"
     "--reverse-steps N > 0: then freeze the flow and train a learned inverse G (BiFlow: residual-MLP stages, hidden\n"
     "alignment) for N steps; report G(F(x)) ~ x on test, the flow's NLL of G's samples vs of exact samples, the\n"
@@ -38,7 +42,10 @@ static const char* kUsage =
     "--save writes the trained flow's weights (safetensors); --load starts from them (same --model/--layers/--hidden;\n"
     "with --steps 0 it only evaluates). --checkpoint writes parameters, optimizer, EMA, step and data RNG every\n"
     "--checkpoint-every steps (atomically); --resume continues such a run exactly where it stopped; --stop-after N\n"
-    "ends training after step N (as if interrupted). --dump-data DIR writes the train/test rows as CSV and exits.";
+    "ends training after step N (as if interrupted). --dump-data DIR writes the train/test rows as CSV and exits.\n"
+    "--distributed mpi (under mpirun -np N): data-parallel training; every rank takes batch/N rows of the same global\n"
+    "batch and the gradients are averaged, so N ranks follow the one-process run at the same --batch; rank 0\n"
+    "prints, plots, saves and reports.";
 
 namespace {
 
@@ -57,7 +64,7 @@ double mean_nll(const F& flow, const HostMatrix<double>& u) {
 
 template <class F>
 int run(F& flow, const std::string& model, const examples::Args& a, const HostMatrix<double>& train,
-        const HostMatrix<double>& test, const std::string& data_name) {
+        const HostMatrix<double>& test, const std::string& data_name, dist::AnyCommunicator& comm) {
   const long steps = a.integer("steps", 3000), batch = a.integer("batch", 256);
   const auto stdz = data::Standardizer::fit(train);
   const HostMatrix<double> utrain = stdz.transform(train), utest = stdz.transform(test);
@@ -84,10 +91,20 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
     load_checkpoint(a.str("resume", ""), flow, trainer, {{"data", &rng}});
     std::printf("resumed %s at step %ld\n", a.str("resume", "").c_str(), trainer.steps());
   }
+  // Data parallel (--distributed mpi): rank 0's weights to every rank, then each step averages the gradients; every
+  // rank draws the same global batch from the same data Rng and keeps its shard of it.
+  const bool lead = comm.rank() == 0;
+  if (comm.size() > 1) dist::make_data_parallel(trainer, flow, comm);
+  const dist::Shard shard = dist::shard(batch, comm.rank(), comm.size());
+  static FILE* const quiet = std::fopen("/dev/null", "w");
+  FILE* const progress_out = lead || !quiet ? stderr : quiet;
+  if (comm.size() > 1)
+    std::printf("data parallel over %d ranks: %ld of each global batch of %ld rows per rank\n", comm.size(),
+                shard.size(), batch);
   std::printf("toy_density: %s on %s (%ld train / %ld test rows, %ld features), %ld parameters\n", model.c_str(),
               data_name.c_str(), long(train.rows()), long(test.rows()), long(train.cols()), parameter_count(flow));
-  Progress prog(steps, "train");
-  HostMatrix<double> xb(batch, train.cols());
+  Progress prog(steps, "train", progress_out);
+  HostMatrix<double> xb(shard.size(), train.cols());
   std::vector<double> step_ms;  // per iteration (batch + step), as the PyTorch reference measures it
   step_ms.reserve(std::size_t(steps));
   double loss = 0;
@@ -95,17 +112,20 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
   const long stop = a.has("stop-after") ? std::min(steps, a.integer("stop-after", steps)) : steps;
   for (long s = first; s < stop; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
-    for (long i = 0; i < batch; ++i) xb.row(i) = utrain.row(long(rng.below(std::uint64_t(utrain.rows()))));
+    for (long i = 0; i < batch; ++i) {
+      const long row = long(rng.below(std::uint64_t(utrain.rows())));
+      if (i >= shard.begin && i < shard.end) xb.row(i - shard.begin) = utrain.row(row);
+    }
     const StepResult r = trainer.step(to_tensor(xb));
     step_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     // Shown in original data units (nats/sample), smoothed.
     const double l = r.loss - stdz.log_abs_det();
     if (!r.skipped) loss = loss == 0 ? l : 0.98 * loss + 0.02 * l;
     prog.update(s + 1, loss);
-    if (!ckpt.empty() && ckpt_every > 0 && ((s + 1) % ckpt_every == 0 || s + 1 == stop))
+    if (lead && !ckpt.empty() && ckpt_every > 0 && ((s + 1) % ckpt_every == 0 || s + 1 == stop))
       save_checkpoint(ckpt, flow, trainer, {{"data", &rng}}, run_config);
   }
-  if (a.has("save")) {
+  if (lead && a.has("save")) {
     io::save_safetensors(a.str("save", ""), flow, run_config);
     std::printf("saved %s\n", a.str("save", "").c_str());
   }
@@ -123,7 +143,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
               trainer.skipped_steps() ? (", " + std::to_string(trainer.skipped_steps()) + " steps skipped").c_str() : "");
 
   double integral = std::nan("");
-  if (train.cols() == 2 && a.has("plot")) {
+  if (lead && train.cols() == 2 && a.has("plot")) {
     const int n = 200;
     HostMatrix<double> all(train.rows() + test.rows(), 2);
     all << train, test;
@@ -169,10 +189,20 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
     ro.optim.warmup = std::min<long>(100, rsteps / 10);
     ro.optim.ema_decay = 0.999;
     ReverseTrainer<F, ReverseModel<B, MlpStage>, HiddenAlignment<B>> rt(flow, g, heads, ro);
-    Progress rp(rsteps, "train G");
+    if (comm.size() > 1) {  // G and its heads data-parallel too; each rank draws its own noise
+      dist::broadcast_state(g, comm);
+      dist::broadcast_state(heads, comm);
+      dist::reduce_gradients(rt.optimization(), comm);
+    }
+    Rng own_noise(std::uint64_t(a.integer("seed", 0)) * 7919 + 1009 * std::uint64_t(comm.rank()));
+    Rng& noise = lead ? rng : own_noise;
+    Progress rp(rsteps, "train G", progress_out);
     for (long s = 0; s < rsteps; ++s) {
-      for (long i = 0; i < batch; ++i) xb.row(i) = utrain.row(long(rng.below(std::uint64_t(utrain.rows()))));
-      rp.update(s + 1, rt.step(to_tensor(xb), {}, rng).loss);
+      for (long i = 0; i < batch; ++i) {
+        const long row = long(rng.below(std::uint64_t(utrain.rows())));
+        if (i >= shard.begin && i < shard.end) xb.row(i - shard.begin) = utrain.row(row);
+      }
+      rp.update(s + 1, rt.step(to_tensor(xb), {}, noise).loss);
     }
     if (rt.has_ema()) rt.ema().swap(g);
     const BiFlow bf{flow, g};
@@ -236,7 +266,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
                 ms1_exact, ms1_learned, ms1_exact / ms1_learned, ms4096_exact, ms4096_learned,
                 ms4096_exact / ms4096_learned);
   }
-  if (a.has("report")) {
+  if (lead && a.has("report")) {
     std::ofstream f(a.str("report", ""));
     f.precision(8);
     f << "{\n  \"data\": \"" << data_name << "\",\n  \"model\": \"" << model << "\",\n  \"layers\": "
@@ -246,7 +276,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
       << ",\n  \"seconds\": " << seconds << ",\n  \"steps_per_second\": " << (run_steps > 0 ? double(run_steps) / seconds : 0.0)
       << ",\n  \"median_step_ms\": " << median_ms
       << ",\n  \"train_nll\": " << train_nll << ",\n  \"test_nll\": " << test_nll
-      << ",\n  \"gaussian_test_nll\": " << gauss;
+      << ",\n  \"gaussian_test_nll\": " << gauss << ",\n  \"ranks\": " << comm.size();
     if (std::isfinite(integral)) f << ",\n  \"density_integral\": " << integral;
     if (rsteps > 0)
       f << ",\n  \"reverse_recon_mse\": " << recon << ",\n  \"reverse_sample_nll_learned\": " << nll_learned
@@ -268,8 +298,26 @@ int main(int argc, char** argv) try {
   examples::Args a(argc, argv, kUsage,
                    {"data", "test", "model", "bins", "layers", "hidden", "steps", "batch", "lr", "seed", "report", "plot",
                     "reverse-steps", "save", "load", "checkpoint", "checkpoint-every", "resume", "stop-after",
-                    "dump-data"});
+                    "dump-data", "distributed"});
   cpu::keep_heap_pages();  // see backend/cpu/allocator.hpp: avoids page-faulting tensors back in every step
+  const std::string distributed = a.str("distributed", "none");
+  dist::SingleProcess single;
+#if defined(BIFLOW_HAS_MPI)
+  std::optional<dist::MpiSession> mpi_session;  // declared before the communicator: finalised after it
+  std::optional<dist::MpiCommunicator> mpi;
+  if (distributed == "mpi") {
+    mpi_session.emplace(argc, argv);
+    mpi.emplace();
+  }
+  dist::AnyCommunicator comm = mpi ? dist::AnyCommunicator(*mpi) : dist::AnyCommunicator(single);
+#else
+  if (distributed == "mpi")
+    a.fail("--distributed mpi: this toy_density was built without MPI (install libopenmpi-dev and reconfigure)");
+  dist::AnyCommunicator comm(single);
+#endif
+  if (distributed != "none" && distributed != "mpi") a.fail("--distributed must be none or mpi, got '" + distributed + "'");
+  // Every rank computes alike; only rank 0 talks (errors still reach stderr from any rank).
+  if (comm.rank() != 0 && !std::freopen("/dev/null", "w", stdout)) std::fprintf(stderr, "toy_density: cannot silence rank %d\n", comm.rank());
   const std::string data_name = a.str("data", "moons"), model = a.str("model", "realnvp");
   const long layers = a.integer("layers", 8), hidden = a.integer("hidden", 64);
   if (layers < 1 || hidden < 1) a.fail("--layers and --hidden must be positive");
@@ -305,28 +353,28 @@ int main(int argc, char** argv) try {
     RealNVP flow(std::size_t(layers), [&](std::size_t i) {
       return make_coupling<B>(masks::half(d, int(i % 2)), {hidden, hidden}, init);
     });
-    return run(flow, model, a, train, test, data_name);
+    return run(flow, model, a, train, test, data_name, comm);
   }
   if (model == "maf") {
     Maf flow(std::size_t(layers), [&](std::size_t) {
       return Sequential<MaskedAutoregressive<B>, Permutation<B>>(
           MaskedAutoregressive<B>(d, {hidden, hidden}, init), Permutation<B>::reverse(d));
     });
-    return run(flow, model, a, train, test, data_name);
+    return run(flow, model, a, train, test, data_name, comm);
   }
   if (model == "iaf") {  // density (training, test NLL) takes D passes per layer; sampling one
     Iaf flow(std::size_t(layers), [&](std::size_t) {
       return Sequential<InverseAutoregressive<B>, Permutation<B>>(InverseAutoregressive<B>(d, {hidden, hidden}, init),
                                                                   Permutation<B>::reverse(d));
     });
-    return run(flow, model, a, train, test, data_name);
+    return run(flow, model, a, train, test, data_name, comm);
   }
   if (model == "nice") {  // additive couplings (volume-preserving) and the final diagonal scaling
     Nice flow(Repeat<dynamic, AdditiveCoupling<B, MLP<B>>>(std::size_t(layers), [&](std::size_t i) {
                 return make_additive_coupling<B>(masks::half(d, int(i % 2)), {hidden, hidden}, init);
               }),
               DiagonalScaling<B>(d));
-    return run(flow, model, a, train, test, data_name);
+    return run(flow, model, a, train, test, data_name, comm);
   }
   SplineShape spline;  // neural spline flows: K bins on [-5, 5] (zuko's bound), linear tails
   spline.bins = a.integer("bins", 8);
@@ -334,14 +382,14 @@ int main(int argc, char** argv) try {
     NsfCoupling flow(std::size_t(layers), [&](std::size_t i) {
       return make_spline_coupling<B>(masks::half(d, int(i % 2)), {hidden, hidden}, init, spline);
     });
-    return run(flow, model, a, train, test, data_name);
+    return run(flow, model, a, train, test, data_name, comm);
   }
   if (model == "nsf-ar") {  // density one pass; sampling D passes per layer
     NsfAr flow(std::size_t(layers), [&](std::size_t) {
       return Sequential<SplineAutoregressive<B>, Permutation<B>>(
           SplineAutoregressive<B>(d, {hidden, hidden}, init, spline), Permutation<B>::reverse(d));
     });
-    return run(flow, model, a, train, test, data_name);
+    return run(flow, model, a, train, test, data_name, comm);
   }
   if (model == "residual") {  // i-ResNet blocks (Lip(g) <= 0.9) + ActNorm; exact log-det (2-D), fixed-point sampling
     residual::Options ro;
@@ -349,7 +397,7 @@ int main(int argc, char** argv) try {
     ResFlow flow(std::size_t(layers), [&](std::size_t) {
       return Sequential<Residual<B>, ActNorm<B>>(Residual<B>(d, init, ro), ActNorm<B>(d));
     });
-    return run(flow, model, a, train, test, data_name);
+    return run(flow, model, a, train, test, data_name, comm);
   }
   a.fail("--model must be realnvp, maf, iaf, nice, nsf-coupling, nsf-ar or residual, got '" + model + "'");
 } catch (const std::exception& e) {

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # OpenMP threads sleep instead of spinning when they wait (docs/performance.md: 5x on a busy 2-core machine).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
-./scripts/deps.sh
+BIFLOW_DEPS_NO_MPI=1 ./scripts/deps.sh
 build=${BIFLOW_BUILD_DIR:-build}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 mkdir -p out

@@ -10,6 +10,11 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+# MPI for data-parallel training (biflow::mpi) and its tests; not needed by the demo (BIFLOW_DEPS_NO_MPI=1).
+if [ -z "${BIFLOW_DEPS_NO_MPI:-}" ]; then
+  command -v mpicxx >/dev/null || need+=(libopenmpi-dev)
+  command -v mpirun >/dev/null || need+=(openmpi-bin)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "deps: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -78,6 +78,8 @@
 #include "train/nll.hpp"
 #include "train/schedule.hpp"
 #include "train/trainer.hpp"
+#include "dist/communicator.hpp"
+#include "dist/data_parallel.hpp"
 #include "train/checkpoint.hpp"
 #include "train/progress.hpp"
 #include "vi/elbo.hpp"

@@ -26,6 +26,11 @@ struct io_error : error {
 struct usage_error : error {
   using error::error;
 };
+/// A collective operation between processes failed (a peer exited, the transport reported an error, a timeout);
+/// the message names the operation, the rank and the engine's own words.
+struct communication_error : error {
+  using error::error;
+};
 
 namespace detail {
 template <class... A>

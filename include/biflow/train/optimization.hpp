@@ -5,6 +5,7 @@
 // count. Its whole state (AdamW moments, EMA average, counters) is what a checkpoint saves (checkpoint.hpp).
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -58,8 +59,14 @@ class Optimization {
     // parameters stop being its views): clipping, AdamW and EMA are then a few passes over the whole model.
     if constexpr (ViewableTensors<B>) {
       if (!flat_ || !flat_->bound_to(trainable)) flat_ = std::make_unique<FlatParameters<B>>(trainable);
+      // Data parallelism: the global mean gradient and loss, before clipping and the guard see them, so every
+      // rank clips, skips and steps alike.
+      if (reducer_) r.loss = reducer_(flat_->grads(), loss);
       r.grad_norm = clip_grad_norm(*flat_, o_.clip);
     } else {
+      if (reducer_)
+        throw usage_error("Optimization: data-parallel training reduces the flat gradient buffer, which needs a "
+                          "backend whose tensors can be views (Cpu, Cuda)");
       r.grad_norm = clip_grad_norm(trainable, o_.clip);
     }
     r.lr = sched_(c_.step);
@@ -112,6 +119,12 @@ class Optimization {
   /// The flat parameter and gradient buffers of the trainable model (null before the first step, or on a backend
   /// whose tensors cannot be views).
   FlatParameters<B>* flat() { return flat_.get(); }
+  /// Data parallelism (dist/data_parallel.hpp installs it): called at every step after the caller's backward and
+  /// before clipping, with the flat gradient buffer and the local loss; it leaves the global mean gradient in the
+  /// buffer and returns the loss to report (the global mean). Empty (the default): one process.
+  using GradientReducer = std::function<double(Tensor<B>& flat_grads, double local_loss)>;
+  void set_gradient_reducer(GradientReducer r) { reducer_ = std::move(r); }
+  bool reduces_gradients() const { return bool(reducer_); }
 
  private:
   TrainOptions o_;
@@ -121,6 +134,7 @@ class Optimization {
   CosineSchedule sched_;
   Counters c_;
   std::unique_ptr<FlatParameters<B>> flat_;
+  GradientReducer reducer_;
 };
 
 }  // namespace biflow

@@ -1,0 +1,186 @@
+// Data-parallel training in one process (dist/communicator.hpp, dist/data_parallel.hpp): the SingleProcess
+// communicator, shards of the global batch, AnyCommunicator's dispatch, and the gradient reducer's place in the
+// optimiser step, seen through a scripted two-rank communicator whose "peer" is simulated. The real multi-process
+// cases (MPI, 2 ranks) are in tests/mpi/test_mpi.cpp.
+#include "helpers.hpp"
+
+using namespace tests;
+
+namespace {
+using D = Cpu<double>;
+
+/// Rank 0 of 2 with a simulated peer: a reduction combines the local values with peer(i, local); broadcasts from
+/// rank 0 keep the data, from rank 1 write peer values. Counts the calls.
+struct ScriptedPair {
+  std::function<double(long, double)> peer = [](long, double v) { return v; };
+  long reductions = 0, broadcasts = 0, barriers = 0, last_count = 0;
+  int rank() const { return 0; }
+  int size() const { return 2; }
+  template <class T>
+  void all_reduce(T* p, long n, dist::Reduce op) {
+    ++reductions;
+    last_count = n;
+    for (long i = 0; i < n; ++i) {
+      const double s = double(p[i]) + peer(i, double(p[i]));
+      p[i] = T(op == dist::Reduce::mean ? s / 2 : s);
+    }
+  }
+  template <class T>
+  void broadcast(T* p, long n, int root) {
+    ++broadcasts;
+    if (root == 1)
+      for (long i = 0; i < n; ++i) p[i] = T(peer(i, double(p[i])));
+  }
+  void barrier() { ++barriers; }
+};
+static_assert(dist::Communicator<ScriptedPair>);
+
+template <class L>
+HostMatrix<double> flat_values(L& l) {
+  std::vector<double> g;
+  l.visit_parameters([&](const std::string&, auto& p) {
+    const HostMatrix<double> m = to_host(p.value).template cast<double>();
+    g.insert(g.end(), m.data(), m.data() + m.size());
+  }, "");
+  return Eigen::Map<HostMatrix<double>>(g.data(), long(g.size()), 1);
+}
+}  // namespace
+
+TEST_CASE("SingleProcess: rank 0 of 1, collectives are the identity, a broadcast from another root is an error") {
+  dist::SingleProcess c;
+  CHECK(c.rank() == 0);
+  CHECK(c.size() == 1);
+  std::vector<double> v{1.5, -2.0};
+  c.all_reduce(v.data(), 2, dist::Reduce::sum);
+  c.all_reduce(v.data(), 2, dist::Reduce::mean);
+  c.broadcast(v.data(), 2, 0);
+  CHECK(v == std::vector<double>{1.5, -2.0});
+  CHECK(message<usage_error>([&] { c.broadcast(v.data(), 2, 1); }).find("root must be 0") != std::string::npos);
+  Tensor<D> t = randn<D>(3, 2, 1);
+  const HostMatrix<double> before = to_host(t);
+  dist::all_reduce(c, t, dist::Reduce::mean);
+  CHECK(to_host(t) == before);
+}
+
+TEST_CASE("dist::shard: equal contiguous shards of the global batch; an uneven split or a missing rank is an error") {
+  const dist::Shard a = dist::shard(256, 0, 2), b = dist::shard(256, 1, 2);
+  CHECK(a.begin == 0);
+  CHECK(a.end == 128);
+  CHECK(b.begin == 128);
+  CHECK(b.end == 256);
+  CHECK(dist::shard(7, 0, 1).size() == 7);
+  const std::string uneven = message<usage_error>([] { dist::shard(255, 0, 2); });
+  CHECK(uneven.find("global batch (255 rows) must split into 2 equal shards") != std::string::npos);
+  CHECK(message<usage_error>([] { dist::shard(256, 2, 2); }).find("rank 2 of 2") != std::string::npos);
+  CHECK_THROWS_AS(dist::shard(1, 0, 2), usage_error);
+}
+
+TEST_CASE("AnyCommunicator forwards every collective to the communicator it wraps") {
+  ScriptedPair s;
+  s.peer = [](long, double) { return 10.0; };
+  dist::AnyCommunicator any(s);
+  CHECK(any.size() == 2);
+  float f[2] = {1, 2};
+  any.all_reduce(f, 2, dist::Reduce::sum);
+  CHECK(f[0] == 11.0f);
+  double d[1] = {4};
+  any.all_reduce(d, 1, dist::Reduce::mean);
+  CHECK(d[0] == 7.0);
+  any.broadcast(d, 1, 1);
+  CHECK(d[0] == 10.0);
+  any.barrier();
+  CHECK(s.reductions == 2);
+  CHECK(s.broadcasts == 1);
+  CHECK(s.barriers == 1);
+}
+
+TEST_CASE("data parallel: the reducer averages the flat gradients and the loss before clipping, once per step; "
+          "with a peer holding the same gradients training is unchanged") {
+  Rng r(3);
+  auto make = [&] {
+    Rng rr(7);
+    return Sequential<AffineCoupling<D, MLP<D>>, AffineCoupling<D, MLP<D>>>(
+        make_coupling<D>(masks::half(2, 0), {8}, rr), make_coupling<D>(masks::half(2, 1), {8}, rr));
+  };
+  auto plain = make(), dp = make();
+  TrainOptions o;
+  o.total_steps = 20;
+  o.warmup = 2;
+  MleTrainer tp(plain, o), td(dp, o);
+  ScriptedPair peer;  // the peer's gradients equal ours: the mean is our own gradient
+  dist::make_data_parallel(td, dp, peer);
+  CHECK(td.optimization().reduces_gradients());
+  CHECK(peer.broadcasts >= 1);  // the initial state broadcast
+  const Tensor<D> x = randn<D>(32, 2, 5);
+  for (int s = 0; s < 5; ++s) {
+    const double lp = tp.step(x).loss, ld = td.step(x).loss;
+    CHECK(lp == ld);
+  }
+  CHECK(peer.reductions == 10);  // per step: the flat gradient buffer, then the loss
+  CHECK(flat_values(plain) == flat_values(dp));
+
+  // A peer whose gradients and loss are 0: the reported loss is half ours (the mean of the two ranks), and the loss
+  // is reduced after the gradients, alone.
+  ScriptedPair zero;
+  zero.peer = [](long, double) { return 0.0; };
+  auto dq = make();
+  MleTrainer tq(dq, o);
+  dist::reduce_gradients(tq.optimization(), zero);
+  const double local = nll(dq, x);
+  CHECK(tq.step(x).loss == doctest::Approx(local / 2).epsilon(1e-12));
+  CHECK(zero.last_count == 1);
+  CHECK(zero.reductions == 2);
+}
+
+namespace {
+/// The root's side of broadcasts: records every payload.
+struct Recorder {
+  std::vector<std::vector<double>> sent;
+  int rank() const { return 0; }
+  int size() const { return 2; }
+  template <class T>
+  void all_reduce(T*, long, dist::Reduce) {}
+  template <class T>
+  void broadcast(T* p, long n, int) {
+    sent.emplace_back(p, p + n);
+  }
+  void barrier() {}
+};
+/// Rank 1's side: receives the recorded payloads in order.
+struct Replayer {
+  const std::vector<std::vector<double>>& sent;
+  std::size_t next = 0;
+  int rank() const { return 1; }
+  int size() const { return 2; }
+  template <class T>
+  void all_reduce(T*, long, dist::Reduce) {}
+  template <class T>
+  void broadcast(T* p, long n, int) {
+    REQUIRE(next < sent.size());
+    REQUIRE(long(sent[next].size()) == n);
+    for (long i = 0; i < n; ++i) p[i] = T(sent[next][std::size_t(i)]);
+    ++next;
+  }
+  void barrier() {}
+};
+}  // namespace
+
+TEST_CASE("data parallel: broadcast_state gives every rank the root's parameters and buffers") {
+  Rng r1(1), r2(2);
+  using Net = Sequential<AffineCoupling<D, MLP<D>>, Permutation<D>>;
+  Net root(make_coupling<D>(masks::half(4, 0), {8}, r1), Permutation<D>::random(4, r1));
+  Net other(make_coupling<D>(masks::half(4, 0), {8}, r2), Permutation<D>::random(4, r2));
+  randomize(layer<0>(root), 4);
+  const Tensor<D> x = randn<D>(3, 4, 9);
+  REQUIRE(to_host(root.forward(x).y) != to_host(other.forward(x).y));
+  Recorder rec;
+  dist::broadcast_state(root, rec);
+  Replayer rep{rec.sent};
+  dist::broadcast_state(other, rep);
+  CHECK(rep.next == rec.sent.size());
+  CHECK(to_host(root.forward(x).y) == to_host(other.forward(x).y));  // weights and the permutation (a buffer)
+  std::vector<std::vector<double>> a, b;
+  visit_buffers_of(root, [&](const std::string&, const Buffer& buf) { a.push_back(buf.values); }, "");
+  visit_buffers_of(other, [&](const std::string&, const Buffer& buf) { b.push_back(buf.values); }, "");
+  CHECK(a == b);
+}
