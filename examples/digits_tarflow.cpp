@@ -16,6 +16,7 @@
 #include <biflow/io/safetensors.hpp>
 
 #include "common/args.hpp"
+#include "common/distributed.hpp"
 #include "common/quality.hpp"
 #include "common/png.hpp"
 #include "common/png_impl.hpp"
@@ -32,6 +33,7 @@ constexpr const char* kUsage =
     "                      [--eval-every 0] [--report out.json] [--plot samples.png] [--save model.safetensors]\n"
     "                      [--save-samples DIR]  (exact.npy, exact_no_denoise.npy: 100 x 64 float32; labels.npy)\n"
     "                      [--load model.safetensors] [--checkpoint run.ckpt] [--checkpoint-every 500]\n"
+    "                      [--distributed none|mpi]  (mpirun -np N: data parallel, N ranks follow one process)\n"
     "                      [--resume run.ckpt] [--stop-after N]\n"
     "  Class-conditional TARFlow on the 8x8 digits: patch 2 (16 tokens of 4 pixels), --blocks blocks of\n"
     "  --layers causal transformer layers of width --width. Trains with noise augmentation --noise (sigma in\n"
@@ -81,8 +83,10 @@ int main(int argc, char** argv) try {
   examples::Args a(argc, argv, kUsage,
                    {"data", "steps", "batch", "width", "blocks", "layers", "heads", "lr", "noise", "label-drop", "cfg",
                     "ema", "seed", "report", "plot", "save", "load", "save-samples", "weight-decay", "eval-every", "patch", "denoise-sigma", "checkpoint",
-                    "checkpoint-every", "resume", "stop-after"});
+                    "checkpoint-every", "resume", "stop-after", "distributed"});
   cpu::keep_heap_pages();
+  examples::Distributed distributed(a, argc, argv, "digits_tarflow");  // --distributed mpi: MPI up, ranks > 0 quiet
+  dist::AnyCommunicator& comm = distributed.comm();
   const data::LabeledImages all = data::load_digits(a.str("data", BIFLOW_DATA_DIR "/digits.csv"));
   if (all.rows() <= kTrain) a.fail("the digits file needs more than 1500 rows (1500 train + test)");
   const data::LabeledImages train = all.slice(0, kTrain), test = all.slice(kTrain, all.rows() - kTrain);
@@ -137,6 +141,7 @@ int main(int argc, char** argv) try {
         {"layers", std::to_string(cfg.layers)}, {"heads", std::to_string(cfg.heads)},
         {"patch", std::to_string(cfg.image.patch)}, {"steps", std::to_string(steps)}, {"batch", std::to_string(batch)}};
     auto save_ckpt = [&] {
+      if (!distributed.lead()) return;  // every rank holds the same state: rank 0 writes it
       save_checkpoint(ckpt, model, trainer, {{"data", &rng}}, run_config);
       std::fprintf(stderr, "checkpoint: step %ld -> %s\n", trainer.steps(), ckpt.c_str());
     };
@@ -144,7 +149,14 @@ int main(int argc, char** argv) try {
       load_checkpoint(a.str("resume", ""), model, trainer, {{"data", &rng}});
       std::printf("resumed %s at step %ld\n", a.str("resume", "").c_str(), trainer.steps());
     }
-    Progress progress(steps, "train");
+    // Data parallel: rank 0's weights to every rank, then averaged gradients; every rank draws the same global batch
+    // (rows, dequantisation, noise, label drop) from the same Rng and trains on its shard of the rows.
+    if (comm.size() > 1) dist::make_data_parallel(trainer, model, comm);
+    const dist::Shard shard = dist::shard(batch, comm.rank(), comm.size());
+    const auto mine = [&](const Tensor<B>& t) {
+      return from_host<B>(HostMatrix<float>(to_host(t).middleRows(shard.begin, shard.size())));
+    };
+    Progress progress(steps, "train", distributed.progress_stream());
     HostMatrix<float> v(batch, 64);
     std::vector<int> labels(static_cast<std::size_t>(batch));
     const auto t0 = std::chrono::steady_clock::now();
@@ -162,7 +174,12 @@ int main(int argc, char** argv) try {
         fill_normal(eps, rng);
         map(x, fn::Axpby{1.0, sigma}, x, eps);
       }
-      const StepResult r = trainer.step(x, from_host<B>(data::class_condition(labels, kClasses, drop, rng)));
+      Tensor<B> c = from_host<B>(data::class_condition(labels, kClasses, drop, rng));
+      if (comm.size() > 1) {
+        x = mine(x);
+        c = mine(c);
+      }
+      const StepResult r = trainer.step(x, c);
       if (!r.skipped) avg = avg == 0 ? r.loss : 0.98 * avg + 0.02 * r.loss;
       progress.update(s + 1, bits_per_dim(avg, 64, a_scale), "(bits/dim of noisy batches)");
       if (eval_every > 0 && (s + 1) % eval_every == 0) {
@@ -176,7 +193,7 @@ int main(int argc, char** argv) try {
     train_seconds = seconds_since(t0);
     skipped = trainer.skipped_steps();
     if (trainer.has_ema()) trainer.ema().swap(model);  // evaluate and sample with the averaged weights
-    if (a.has("save")) {
+    if (distributed.lead() && a.has("save")) {
       io::save_safetensors(a.str("save", ""), model,
                            {{"model", "TarFlow"}, {"width", std::to_string(cfg.width)},
                             {"blocks", std::to_string(cfg.blocks)}, {"layers", std::to_string(cfg.layers)},
@@ -222,13 +239,13 @@ int main(int argc, char** argv) try {
   const Tensor<B> guided = denoise(model, guided_raw, sd, scond);
   std::printf("sampling (batch 100, %d thread%s): exact inverse %.3f ms/image, score denoising %.3f ms/image\n",
               cpu::threads(), cpu::threads() > 1 ? "s" : "", 1e3 * exact_s, 1e3 * denoise_s);
-  if (a.has("save-samples"))  // 10 per class, rows in label order: exact inverse + score denoising (as plotted)
+  if (distributed.lead() && a.has("save-samples"))  // 10 per class, rows in label order: exact inverse + score denoising (as plotted)
     examples::save_samples(a.str("save-samples", ""),
                            {{"exact", to_host(den).cwiseMax(-1.0f).cwiseMin(1.0f)},
                             {"exact_no_denoise", to_host(raw).cwiseMax(-1.0f).cwiseMin(1.0f)}},
                            sl);
 
-  if (a.has("plot")) {
+  if (distributed.lead() && a.has("plot")) {
     const examples::Image g1 = grid(to_host(raw), 3), g2 = grid(to_host(den), 3), g3 = grid(to_host(guided), 3);
     examples::Image img(3 * g1.w + 40, g1.h);
     img.paste(g1, 0, 0);
@@ -239,7 +256,7 @@ int main(int argc, char** argv) try {
                 "+ denoising; same noise)\n",
                 a.str("plot", "").c_str(), w);
   }
-  if (a.has("report")) {
+  if (distributed.lead() && a.has("report")) {
     std::ofstream f(a.str("report", ""));
     f.precision(8);
     f << "{\n  \"test_bpd\": " << test_bpd << ",\n  \"test_bpd_unconditional\": " << test_bpd_uncond
@@ -250,7 +267,7 @@ int main(int argc, char** argv) try {
       << ",\n  \"skipped_steps\": " << skipped << ",\n  \"batch\": " << batch << ",\n  \"train_seconds\": "
       << train_seconds << ",\n  \"threads\": " << cpu::threads() << ",\n  \"width\": " << cfg.width
       << ",\n  \"blocks\": " << cfg.blocks
-      << ",\n  \"layers\": " << cfg.layers << ",\n  \"noise\": " << sigma << ",\n  \"denoise_sigma\": " << sd << ",\n  \"cfg\": " << w << "\n}\n";
+      << ",\n  \"layers\": " << cfg.layers << ",\n  \"noise\": " << sigma << ",\n  \"denoise_sigma\": " << sd << ",\n  \"cfg\": " << w << ",\n  \"ranks\": " << comm.size() << "\n}\n";
     if (!f) throw io_error("cannot write report '" + a.str("report", "") + "'");
   }
   return 0;

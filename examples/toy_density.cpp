@@ -4,6 +4,7 @@
 #include <biflow/biflow.hpp>
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -13,10 +14,7 @@
 
 #include "common/args.hpp"
 #include "common/png_impl.hpp"
-#if defined(BIFLOW_HAS_MPI)
-#include <biflow/dist/mpi.hpp>
-#include <optional>
-#endif
+#include "common/distributed.hpp"
 
 using namespace biflow;
 using B = Cpu<float>;
@@ -45,7 +43,8 @@ static const char* kUsage =
     "ends training after step N (as if interrupted). --dump-data DIR writes the train/test rows as CSV and exits.\n"
     "--distributed mpi (under mpirun -np N): data-parallel training; every rank takes batch/N rows of the same global\n"
     "batch and the gradients are averaged, so N ranks follow the one-process run at the same --batch; rank 0\n"
-    "prints, plots, saves and reports.";
+    "prints, plots, saves and reports. --kill-rank-after N (fault injection, for the tests): the last rank kills\n"
+    "itself after step N.";
 
 namespace {
 
@@ -96,7 +95,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
   const bool lead = comm.rank() == 0;
   if (comm.size() > 1) dist::make_data_parallel(trainer, flow, comm);
   const dist::Shard shard = dist::shard(batch, comm.rank(), comm.size());
-  static FILE* const quiet = std::fopen("/dev/null", "w");
+  static FILE* const quiet = std::fopen("/dev/null", "w");  // progress lines from rank 0 only
   FILE* const progress_out = lead || !quiet ? stderr : quiet;
   if (comm.size() > 1)
     std::printf("data parallel over %d ranks: %ld of each global batch of %ld rows per rank\n", comm.size(),
@@ -110,6 +109,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
   double loss = 0;
   const long first = trainer.steps();
   const long stop = a.has("stop-after") ? std::min(steps, a.integer("stop-after", steps)) : steps;
+  const long kill_at = a.integer("kill-rank-after", 0);
   for (long s = first; s < stop; ++s) {
     const auto t0 = std::chrono::steady_clock::now();
     for (long i = 0; i < batch; ++i) {
@@ -124,6 +124,8 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
     prog.update(s + 1, loss);
     if (lead && !ckpt.empty() && ckpt_every > 0 && ((s + 1) % ckpt_every == 0 || s + 1 == stop))
       save_checkpoint(ckpt, flow, trainer, {{"data", &rng}}, run_config);
+    // Fault injection for the kill test: the last rank dies (SIGKILL: no cleanup, no goodbye) after this step.
+    if (kill_at == s + 1 && comm.size() > 1 && comm.rank() == comm.size() - 1) std::raise(SIGKILL);
   }
   if (lead && a.has("save")) {
     io::save_safetensors(a.str("save", ""), flow, run_config);
@@ -298,26 +300,10 @@ int main(int argc, char** argv) try {
   examples::Args a(argc, argv, kUsage,
                    {"data", "test", "model", "bins", "layers", "hidden", "steps", "batch", "lr", "seed", "report", "plot",
                     "reverse-steps", "save", "load", "checkpoint", "checkpoint-every", "resume", "stop-after",
-                    "dump-data", "distributed"});
+                    "dump-data", "distributed", "kill-rank-after"});
   cpu::keep_heap_pages();  // see backend/cpu/allocator.hpp: avoids page-faulting tensors back in every step
-  const std::string distributed = a.str("distributed", "none");
-  dist::SingleProcess single;
-#if defined(BIFLOW_HAS_MPI)
-  std::optional<dist::MpiSession> mpi_session;  // declared before the communicator: finalised after it
-  std::optional<dist::MpiCommunicator> mpi;
-  if (distributed == "mpi") {
-    mpi_session.emplace(argc, argv);
-    mpi.emplace();
-  }
-  dist::AnyCommunicator comm = mpi ? dist::AnyCommunicator(*mpi) : dist::AnyCommunicator(single);
-#else
-  if (distributed == "mpi")
-    a.fail("--distributed mpi: this toy_density was built without MPI (install libopenmpi-dev and reconfigure)");
-  dist::AnyCommunicator comm(single);
-#endif
-  if (distributed != "none" && distributed != "mpi") a.fail("--distributed must be none or mpi, got '" + distributed + "'");
-  // Every rank computes alike; only rank 0 talks (errors still reach stderr from any rank).
-  if (comm.rank() != 0 && !std::freopen("/dev/null", "w", stdout)) std::fprintf(stderr, "toy_density: cannot silence rank %d\n", comm.rank());
+  examples::Distributed distributed(a, argc, argv, "toy_density");  // --distributed mpi: MPI up, ranks > 0 quiet
+  dist::AnyCommunicator& comm = distributed.comm();
   const std::string data_name = a.str("data", "moons"), model = a.str("model", "realnvp");
   const long layers = a.integer("layers", 8), hidden = a.integer("hidden", 64);
   if (layers < 1 || hidden < 1) a.fail("--layers and --hidden must be positive");

@@ -1,0 +1,28 @@
+# The kill test: a 2-rank run whose last rank is SIGKILLed mid-run (toy_density --kill-rank-after) must end —
+# non-zero, within LIMIT seconds, no hang — and leave its last checkpoint intact: one process resumes from it and
+# ends where an uninterrupted one-process run ends (KEYS within TOL). RUN_KILLED, RUN_RESUME, RUN_FULL: command
+# lines; CKPT: the checkpoint; REPORT_RESUME / REPORT_FULL: the reports to compare.
+cmake_minimum_required(VERSION 3.20)
+include(${CMAKE_CURRENT_LIST_DIR}/compare_lib.cmake)
+file(REMOVE ${CKPT} ${REPORT_RESUME} ${REPORT_FULL})
+string(TIMESTAMP t0 "%s")
+execute_process(COMMAND ${RUN_KILLED} RESULT_VARIABLE rc TIMEOUT ${LIMIT} OUTPUT_QUIET ERROR_VARIABLE err)
+string(TIMESTAMP t1 "%s")
+math(EXPR took "${t1} - ${t0}")
+if(rc MATCHES "timeout")
+  message(FATAL_ERROR "the job did not end within ${LIMIT} s after a rank was killed (a hang): ${rc}")
+endif()
+if(rc EQUAL 0)
+  message(FATAL_ERROR "the job exited 0 although a rank was killed")
+endif()
+message(STATUS "killed job ended with '${rc}' after ${took} s")
+if(NOT EXISTS ${CKPT})
+  message(FATAL_ERROR "no checkpoint ${CKPT} was left")
+endif()
+foreach(cmd RUN_RESUME RUN_FULL)
+  execute_process(COMMAND ${${cmd}} RESULT_VARIABLE rc2 TIMEOUT 600 OUTPUT_QUIET)
+  if(NOT rc2 EQUAL 0)
+    message(FATAL_ERROR "${cmd} (${${cmd}}) exited with ${rc2}")
+  endif()
+endforeach()
+compare_reports(${REPORT_FULL} ${REPORT_RESUME} "${KEYS}" ${TOL})
