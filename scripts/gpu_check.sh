@@ -20,7 +20,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 kit=$root/gpu-kit
 
-bins=(tests/cuda/biflow_cuda_tests benchmarks/bench_cuda examples/latent_biflow_cuda examples/toy_density_cuda)
+bins=(tests/cuda/biflow_cuda_tests tests/cuda/biflow_nccl_tests benchmarks/bench_cuda examples/latent_biflow_cuda
+  examples/toy_density_cuda)
 
 pack() {  # pack BUILD_DIR: binaries + the non-system shared libraries they load (not cuBLAS: the image has it)
   local build=$1
@@ -30,11 +31,11 @@ pack() {  # pack BUILD_DIR: binaries + the non-system shared libraries they load
     [ -x "$build/$b" ] || { echo "gpu_check: $build/$b is missing (build it first: scripts/gpu_check.sh build)" >&2; exit 1; }
     cp "$build/$b" "$kit/bin/"
     strip --strip-debug "$kit/bin/$(basename "$b")" 2> /dev/null || true
-    # Libraries outside the C/C++ runtime and outside cuBLAS (too large to carry; the image's CUDA or its pip
-    # nvidia-cublas provides libcublas*.so.13): Google Benchmark, the CUDA runtime, OpenMP.
+    # Libraries outside the C/C++ runtime and outside cuBLAS and NCCL (too large to carry; the image's CUDA or its
+    # pip nvidia-cublas / nvidia-nccl provide them): Google Benchmark, the CUDA runtime, OpenMP.
     ldd "$build/$b" | awk '/=> \// {print $1, $3}' | while read -r name path; do
       case "$name" in
-        libc.so*|libm.so*|libstdc++.so*|libgcc_s.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libcublas*) ;;
+        libc.so*|libm.so*|libstdc++.so*|libgcc_s.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*|libcublas*|libnccl*) ;;
         *) cp -L "$path" "$kit/lib/$name" ;;
       esac
     done
@@ -54,7 +55,8 @@ case "${1:-}" in
     build=${2:-build-gpu}
     cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DBIFLOW_ENABLE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
       -DBIFLOW_BUILD_EXAMPLES=ON -DBIFLOW_BUILD_BENCHMARKS=ON > /dev/null || exit 1
-    cmake --build "$build" -j "$(nproc)" --target biflow_cuda_tests bench_cuda latent_biflow_cuda toy_density_cuda ||
+    cmake --build "$build" -j "$(nproc)" --target biflow_cuda_tests biflow_nccl_tests bench_cuda latent_biflow_cuda \
+      toy_density_cuda ||
       exit 1
     pack "$build"
     cat << 'EOF'
@@ -133,6 +135,11 @@ if ! ldd "$bin/biflow_cuda_tests" | grep -q "libcublas.so.13 => /"; then
     for p in glob.glob(os.path.join(r, "**", "libcublas*.so.13"), recursive=True)})))' 2> /dev/null)
   [ -n "$py_cublas" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$py_cublas"
 fi
+if ! ldd "$bin/biflow_nccl_tests" | grep -q "libnccl.so.2 => /"; then  # NCCL: the image's CUDA or pip nvidia-nccl
+  py_nccl=$(python3 -c 'import nvidia, os, glob; print(":".join(sorted({os.path.dirname(p) for r in nvidia.__path__
+    for p in glob.glob(os.path.join(r, "**", "libnccl.so.2"), recursive=True)})))' 2> /dev/null)
+  [ -n "$py_nccl" ] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$py_nccl"
+fi
 {
   echo "date: $(date -u +%FT%TZ)"
   echo "kit: $(tr '\n' ' ' < "$kit/BUILD_INFO")"
@@ -162,6 +169,7 @@ fi
 # 1. correctness: every CUDA test (the equality cases against Cpu<double>, contexts, math modes, large grids)
 step cuda_tests 150 "$bin/biflow_cuda_tests" --reporters=console
 step toy_density_cuda 45 "$bin/toy_density_cuda" --steps 200
+step nccl 30 "$bin/biflow_nccl_tests" --reporters=console
 # 2. compute-sanitizer: memcheck on the primitive, module and attention equality cases; racecheck on one case
 if [ $dry = 1 ] || command -v compute-sanitizer > /dev/null; then
   memcheck=(compute-sanitizer --error-exitcode 99 --tool memcheck)

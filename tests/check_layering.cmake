@@ -1,8 +1,9 @@
 # Layering that a test enforces. Reads the table of allowed include edges from docs/architecture.md (between
 # <!-- layering:begin --> and <!-- layering:end -->) and every header under INC (include/biflow), and fails on
 #   - an #include "..." whose target folder the including folder may not use, or a folder the table lacks;
-#   - a header outside backend/, core/config.hpp and the table's host-only folders that names Eigen or CUDA
-#     (Eigen::, <Eigen/...>, __CUDA..., cublas, cudaXxx) in code.
+#   - a header outside backend/, core/config.hpp, the table's host-only folders and its engine headers (wrappers of
+#     a device engine such as NCCL, listed by path) that names Eigen or CUDA (Eigen::, <Eigen/...>, __CUDA...,
+#     cublas, cudaXxx) in code.
 # PLANT=1 first copies INC to WORK and plants one bad edge (core -> flow): that run must fail (ctest WILL_FAIL),
 # so the check is shown to catch what it is for.
 #   cmake -DINC=include/biflow -DDOC=docs/architecture.md [-DPLANT=1 -DWORK=dir] -P tests/check_layering.cmake
@@ -21,10 +22,14 @@ endif()
 string(REPLACE "\n" ";" lines "${CMAKE_MATCH_1}")
 set(folders "")
 set(host_only "")
+set(engine_headers "")
 foreach(line IN LISTS lines)
   if(line MATCHES "^host-only:(.*)$")
     string(STRIP "${CMAKE_MATCH_1}" h)
     separate_arguments(host_only UNIX_COMMAND "${h}")
+  elseif(line MATCHES "^engine-headers:(.*)$")
+    string(STRIP "${CMAKE_MATCH_1}" h)
+    separate_arguments(engine_headers UNIX_COMMAND "${h}")
   elseif(line MATCHES "^([a-z]+):(.*)$")
     set(from ${CMAKE_MATCH_1})
     string(STRIP "${CMAKE_MATCH_2}" to)
@@ -70,7 +75,8 @@ foreach(h IN LISTS headers)
     endif()
   endforeach()
   # Eigen and CUDA stay behind backend/ (core/config.hpp holds the macros; host-only folders do host math).
-  if(NOT folder STREQUAL "backend" AND NOT h STREQUAL "core/config.hpp" AND NOT folder IN_LIST host_only)
+  if(NOT folder STREQUAL "backend" AND NOT h STREQUAL "core/config.hpp" AND NOT folder IN_LIST host_only
+     AND NOT h IN_LIST engine_headers)
     file(STRINGS ${INC}/${h} named REGEX "Eigen::|<Eigen/|__CUDA|cublas|cuda[A-Z]")
     foreach(line IN LISTS named)
       if(NOT line MATCHES "^[ \t]*//")
