@@ -7,25 +7,10 @@
   python3 benchmarks/residual_table.py --exe build/examples/residual_flow [--data 8gaussians] [--seeds 0,1,2]
       [--steps 2000] [--csv runs.csv]
 Run it on an idle machine (times are measured); OMP_NUM_THREADS=1 is set for the runs."""
-import argparse, csv, json, os, platform, statistics, subprocess, tempfile
+import argparse, csv, json, os, statistics, subprocess, tempfile, sys
 
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def isa():
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-        return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
-    except (OSError, StopIteration):
-        return "?"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_model, isa  # noqa: E402
 
 
 def main():

@@ -3,20 +3,13 @@
 (log Z - ELBO) over seeds per cell, the N(0, I) baseline's KL, and the median step time. Usage:
   python3 benchmarks/vi_table.py --exe build/examples/toy_vi [--steps 1500] [--seeds 0 1 2] [--out vi.csv]
 Run it on an idle machine (the step times are measured); OMP_NUM_THREADS=1 is set for the runs."""
-import argparse, csv, json, os, platform, statistics, subprocess, tempfile
+import argparse, csv, json, os, statistics, subprocess, tempfile, sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_model, isa  # noqa: E402
 
 TARGETS = ["funnel", "banana", "u1", "u2", "u3", "u4"]
 MODELS = ["planar", "radial", "sylvester", "iaf", "nsf-ar"]
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main():

@@ -14,19 +14,12 @@ log-scales with a soft clip, biflow's uses c*tanh(a/c)), so NLLs are compared, n
 foreach clipping, fused AdamW, zero_grad(set_to_none=True) -- PyTorch at its best settings; --compile adds
 torch.compile'd rows where compilation succeeds (the failure is printed where it does not).
 """
-import argparse, csv, json, math, os, platform, statistics, subprocess, sys, tempfile, time
+import argparse, csv, json, math, os, statistics, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from machine import cpu_model, isa  # noqa: E402
 
 import numpy as np
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def run_biflow(exe, train, test, model, layers, steps, seed, tmp, env):

@@ -14,25 +14,10 @@ default; weights are not compared, the ELBO is. Each zuko step: rsample_and_log_
 backward, foreach clipping, fused AdamW, zero_grad(set_to_none=True); --compile adds a row with the loss
 torch.compile'd where that works (the failure is printed where it does not).
 """
-import argparse, csv, json, math, os, platform, statistics, subprocess, tempfile, time
+import argparse, csv, json, math, os, statistics, subprocess, tempfile, time, sys
 
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def isa():
-    try:
-        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-        return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
-    except (OSError, StopIteration):
-        return "?"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from machine import cpu_model, isa  # noqa: E402
 
 
 SIGMA_V = 3.0
