@@ -20,6 +20,7 @@
 #include <biflow/io/safetensors.hpp>
 
 #include "common/args.hpp"
+#include "common/distributed.hpp"
 #include "common/quality.hpp"
 #include "common/png.hpp"
 #include "common/png_impl.hpp"
@@ -97,9 +98,11 @@ int main(int argc, char** argv) try {
                     "load-flow", "save-flow", "load-g", "save-g", "steps", "batch", "lr", "g-width", "stages", "g-layers", "strategy",
                     "distance", "feature-weight", "adaptive", "denoise", "state-clip", "cfg", "cfg-mode", "cfg-max",
                     "ema", "heads", "g-seed", "sample-pool", "pool-fraction", "save-samples", "replicates",
-                    "checkpoint", "checkpoint-every", "resume", "stop-after"},
+                    "checkpoint", "checkpoint-every", "resume", "stop-after", "distributed"},
                    {"no-head-norm"});
   cpu::keep_heap_pages();
+  examples::Distributed distributed(a, argc, argv, "digits_biflow");  // --distributed mpi: MPI up, ranks > 0 quiet
+  dist::AnyCommunicator& comm = distributed.comm();
   const data::LabeledImages all = data::load_digits(a.str("data", BIFLOW_DATA_DIR "/digits.csv"));
   if (all.rows() <= kTrain) a.fail("the digits file needs more than 1500 rows (1500 train + test)");
   const data::LabeledImages train = all.slice(0, kTrain), test = all.slice(kTrain, all.rows() - kTrain);
@@ -116,6 +119,12 @@ int main(int argc, char** argv) try {
   if (cfg_mode != "train" && cfg_mode != "inference") a.fail("--cfg-mode must be train or inference");
   if (denoise_mode == "learned" && !(sigma > 0)) a.fail("--denoise learned needs --noise > 0");
   const long steps = a.integer("steps", 2000), batch = a.integer("batch", 128);
+  // Data parallel (--distributed mpi): every rank draws each whole global batch from the same Rng and trains on its
+  // shard of the rows; gradients are averaged (dist::make_data_parallel).
+  const dist::Shard shard = dist::shard(batch, comm.rank(), comm.size());
+  const auto mine = [&](const Tensor<B>& t) {
+    return from_host<B>(HostMatrix<float>(to_host(t).middleRows(shard.begin, shard.size())));
+  };
   const long flow_steps = a.integer("flow-steps", 2000);
   const double a_scale = data::dequantize_scale(all.levels);
   Rng eval(12345);
@@ -155,8 +164,9 @@ int main(int argc, char** argv) try {
     o.beta2 = 0.95;
     o.ema_decay = 0.9995;
     MleTrainer<TarFlow<B>> trainer(flow, o);
+    if (comm.size() > 1) dist::make_data_parallel(trainer, flow, comm);
     Rng rng(seed + 2);
-    Progress progress(flow_steps, "train F");
+    Progress progress(flow_steps, "train F", distributed.progress_stream());
     HostMatrix<float> v(batch, 64);
     std::vector<int> labels(static_cast<std::size_t>(batch));
     const auto t0 = std::chrono::steady_clock::now();
@@ -166,13 +176,18 @@ int main(int argc, char** argv) try {
       Tensor<B> eps(batch, 64, uninit);
       fill_normal(eps, rng);
       map(x, fn::Axpby{1.0, sigma}, x, eps);
-      const StepResult r = trainer.step(x, from_host<B>(data::class_condition(labels, kClasses, 0.1, rng)));
+      Tensor<B> c = from_host<B>(data::class_condition(labels, kClasses, 0.1, rng));
+      if (comm.size() > 1) {  // every rank drew the whole global batch: keep this rank's rows
+        x = mine(x);
+        c = mine(c);
+      }
+      const StepResult r = trainer.step(x, c);
       if (!r.skipped) avg = avg == 0 ? r.loss : 0.98 * avg + 0.02 * r.loss;
       progress.update(s + 1, bits_per_dim(avg, 64, a_scale), "(bits/dim of noisy batches)");
     }
     flow_seconds = seconds_since(t0);
     if (trainer.has_ema()) trainer.ema().swap(flow);
-    if (a.has("save-flow")) {
+    if (distributed.lead() && a.has("save-flow")) {
       io::save_safetensors(a.str("save-flow", ""), flow,
                            {{"model", "TarFlow"}, {"width", std::to_string(fc.width)},
                             {"blocks", std::to_string(fc.blocks)}, {"layers", std::to_string(fc.layers)},
@@ -283,7 +298,7 @@ int main(int argc, char** argv) try {
     using S = std::remove_reference_t<decltype(strat)>;
     ReverseTrainer<TarFlow<B>, Rev, S, AnyDistance<B>> trainer(flow, g, strat, ro, dist);
     Rng rng(gseed + 13);
-    Progress progress(steps, "train G");
+    Progress progress(steps, "train G", distributed.progress_stream());
     HostMatrix<float> v(batch, 64);
     std::vector<int> labels(static_cast<std::size_t>(batch));
     // Checkpoints hold everything the optimiser updates (G and the strategy's heads), its state and the batch stream.
@@ -292,6 +307,7 @@ int main(int argc, char** argv) try {
     const long gevery = a.integer("checkpoint-every", gckpt.empty() ? 0 : 500);
     const long gstop = a.has("stop-after") ? std::min(steps, a.integer("stop-after", steps)) : steps;
     auto checkpoint = [&] {
+      if (!distributed.lead()) return;  // every rank holds the same state: rank 0 writes it
       save_checkpoint(gckpt, trainable, trainer, {{"data", &rng}}, {{"strategy", strategy}});
       std::fprintf(stderr, "checkpoint: G step %ld -> %s\n", trainer.steps(), gckpt.c_str());
     };
@@ -299,6 +315,9 @@ int main(int argc, char** argv) try {
       load_checkpoint(a.str("resume", ""), trainable, trainer, {{"data", &rng}});
       std::printf("G: resumed %s at step %ld\n", a.str("resume", "").c_str(), trainer.steps());
     }
+    if (comm.size() > 1) dist::make_data_parallel(trainer, trainable, comm);
+    // The step's noise and guidance draws are made for the whole global batch (BatchRows): Rngs stay in step.
+    const BatchRows rows{shard.begin, comm.size() > 1 ? batch : 0};
     const auto t0 = std::chrono::steady_clock::now();
     double avg = 0;
     for (long s = trainer.steps(); s < gstop; ++s) {
@@ -309,9 +328,13 @@ int main(int argc, char** argv) try {
           xb.row(i) = pool.row(r);
           labels[std::size_t(i)] = pool_labels[std::size_t(r)];
         }
-      const Tensor<B> x = from_host<B>(xb);
-      const ReverseStepResult r =
-          trainer.step(x, from_host<B>(data::class_condition(labels, kClasses, 0.1, rng)), rng);
+      Tensor<B> x = from_host<B>(xb);
+      Tensor<B> c = from_host<B>(data::class_condition(labels, kClasses, 0.1, rng));
+      if (comm.size() > 1) {
+        x = mine(x);
+        c = mine(c);
+      }
+      const ReverseStepResult r = trainer.step(x, c, rng, rows);
       if (!r.skipped) avg = avg == 0 ? r.loss : 0.98 * avg + 0.02 * r.loss;
       progress.update(s + 1, avg, "(G loss)");
       if (gevery > 0 && (s + 1) % gevery == 0 && s + 1 < gstop) checkpoint();
@@ -331,7 +354,7 @@ int main(int argc, char** argv) try {
   } else {
     train_g(align);
   }
-  if (a.has("save-g")) {  // G's (EMA) weights; the alignment heads are training-only and not saved
+  if (distributed.lead() && a.has("save-g")) {  // G's (EMA) weights; the alignment heads are training-only and not saved
     io::save_safetensors(a.str("save-g", ""), g,
                          {{"model", "ReverseModel"}, {"width", std::to_string(rc.width)},
                           {"stages", std::to_string(rc.stages)}, {"layers", std::to_string(rc.layers)},
@@ -418,11 +441,11 @@ int main(int argc, char** argv) try {
   std::printf("time per image: exact + score denoising %.4f ms, learned %.4f ms; speedup (batch %ld, %d thread%s): "
               "%.1fx; guidance w = %g\n",
               1e3 * exact_s, 1e3 * learned_s, kBatchEval, cpu::threads(), cpu::threads() > 1 ? "s" : "", speedup, w);
-  if (a.has("save-samples"))
+  if (distributed.lead() && a.has("save-samples"))
     examples::save_samples(a.str("save-samples", ""),
                            {{"exact", clamp_pixels(exact)}, {"learned", clamp_pixels(learned)}}, labels);
 
-  if (a.has("plot")) {
+  if (distributed.lead() && a.has("plot")) {
     HostMatrix<float> pick(100, 64), pick_l(100, 64);
     for (int i = 0; i < 100; ++i) {  // 10 per class, same noise for both
       pick.row(i) = exact.row((i / 10) * kPerClass + i % 10);
@@ -437,7 +460,7 @@ int main(int argc, char** argv) try {
                 "noise)\n",
                 a.str("plot", "").c_str());
   }
-  if (a.has("report")) {
+  if (distributed.lead() && a.has("report")) {
     // A fingerprint of G's final weights to all 17 digits: a resumed run must reproduce it exactly.
     double g_param_sum = 0;
     g.visit_parameters([&](const std::string&, auto& p) { g_param_sum += double(to_host(p.value).template cast<double>().sum()); }, "");

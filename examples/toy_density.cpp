@@ -191,20 +191,20 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
     ro.optim.warmup = std::min<long>(100, rsteps / 10);
     ro.optim.ema_decay = 0.999;
     ReverseTrainer<F, ReverseModel<B, MlpStage>, HiddenAlignment<B>> rt(flow, g, heads, ro);
-    if (comm.size() > 1) {  // G and its heads data-parallel too; each rank draws its own noise
+    if (comm.size() > 1) {  // G and its heads data-parallel too
       dist::broadcast_state(g, comm);
       dist::broadcast_state(heads, comm);
       dist::reduce_gradients(rt.optimization(), comm);
     }
-    Rng own_noise(std::uint64_t(a.integer("seed", 0)) * 7919 + 1009 * std::uint64_t(comm.rank()));
-    Rng& noise = lead ? rng : own_noise;
+    // The step's noise is drawn for the whole global batch and this rank's rows kept: every rank's Rng stays in step.
+    const BatchRows rows{shard.begin, comm.size() > 1 ? batch : 0};
     Progress rp(rsteps, "train G", progress_out);
     for (long s = 0; s < rsteps; ++s) {
       for (long i = 0; i < batch; ++i) {
         const long row = long(rng.below(std::uint64_t(utrain.rows())));
         if (i >= shard.begin && i < shard.end) xb.row(i - shard.begin) = utrain.row(row);
       }
-      rp.update(s + 1, rt.step(to_tensor(xb), {}, noise).loss);
+      rp.update(s + 1, rt.step(to_tensor(xb), {}, rng, rows).loss);
     }
     if (rt.has_ema()) rt.ema().swap(g);
     const BiFlow bf{flow, g};

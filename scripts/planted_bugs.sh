@@ -46,6 +46,7 @@ bugs=(
   "mle_trainer_ignores_policy|include/biflow/train/trainer.hpp|s/nll_forward_backward\(flow_, x, cond, policy_\)/nll_forward_backward(flow_, x, cond)/|tests/test_residual.cpp|maximum likelihood with*"
   "nll_policy_not_passed_to_forward|include/biflow/train/nll.hpp|s/flow.forward\(x, ctx, cond, policy\)/flow.forward(x, ctx, cond, logdet::analytic)/|tests/test_residual.cpp|maximum likelihood with*"
   "dp_reducer_sums_gradients|include/biflow/dist/data_parallel.hpp|s/all_reduce\(comm, grads, Reduce::mean\);/all_reduce(comm, grads, Reduce::sum);/|tests/test_dist.cpp|data parallel*"
+  "reverse_rows_take_first_shard|include/biflow/reverse/trainer.hpp|s/if \(rows.global > 0\) return slice_rows\(e, rows.begin, N\);/if (rows.global > 0) return slice_rows(e, 0, N);/|tests/test_reverse.cpp|trainer targets under data parallelism*"
   "dp_shards_overlap|include/biflow/dist/data_parallel.hpp|s/return \{long\(rank\) \* per, long\(rank \+ 1\) \* per\};/return {0, per};/|tests/test_dist.cpp|dist::shard*"
   "fixed_point_stops_after_one_step|include/biflow/flow/residual.hpp|s/if \(rep.max_change <= tol\) \{/if (true) {/|tests/test_residual.cpp|*passes the checker*"
   "checker_blind_identity_layer|tests/test_flow_layers.cpp|s/    auto layer = make_coupling<B>\(mask, \{8, 8\}, rng\);\n    randomize\(layer, 2\);/    auto layer = make_coupling<B>(mask, {8, 8}, rng);/|tests/test_flow_layers.cpp"

@@ -500,6 +500,30 @@ TEST_CASE("trainer targets: trajectory states per stage, state clipping, learned
   }
 }
 
+TEST_CASE("trainer targets under data parallelism: a shard's noisy targets are its rows of the global batch's, and "
+          "the Rng ends where the one-process step leaves it") {
+  const AffineFlow f = affine_flow();
+  Rng r0(2);
+  ReverseConfig c = affine_reverse(false);
+  c.denoise_stage = true;
+  ReverseModel<D, MlpStage> g(c, r0);
+  NaiveDistillation nv;
+  ReverseTrainOptions o;
+  o.noise = 0.1;
+  ReverseTrainer<AffineFlow, decltype(g), NaiveDistillation> t(f, g, nv, o);
+  const Tensor<D> x = randn<D>(8, 3, 4);
+  Rng whole_rng(7), shard_rng(7);
+  const auto whole = t.targets(x, {}, whole_rng);
+  const auto part = t.targets(slice_rows(x, 4, 4), {}, shard_rng, BatchRows{4, 8});  // rows 4..7 of 8
+  REQUIRE(part.hidden.size() == whole.hidden.size());
+  CHECK(max_abs(to_host(part.z), to_host(slice_rows(whole.z, 4, 4))) < 1e-14);
+  for (std::size_t i = 0; i < part.hidden.size(); ++i)
+    CHECK(max_abs(to_host(part.hidden[i]), to_host(slice_rows(whole.hidden[i], 4, 4))) < 1e-14);
+  CHECK(whole_rng.uniform() == shard_rng.uniform());  // both drew the global batch's noise
+  CHECK(message<usage_error>([&] { t.targets(x, {}, shard_rng, BatchRows{4, 8}); }).find("not inside a global batch") !=
+        std::string::npos);
+}
+
 TEST_CASE("training G on a MAF's trajectory learns its inverse (reconstruction error falls 20x)") {
   Rng rng(3);
   using Maf = MaskedAutoregressive<D>;

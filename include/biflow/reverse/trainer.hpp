@@ -60,6 +60,13 @@ struct ClampAbs {
 };
 }  // namespace fn
 
+/// Where a step's rows sit in a global batch (data parallelism, dist::shard): the step's random draws (input noise,
+/// guidance scales) are made for all `global` rows and rows [begin, begin + x.rows()) kept, so N ranks draw exactly
+/// what one process at the global batch draws and their Rngs stay in step. global = 0: x is the whole batch.
+struct BatchRows {
+  long begin = 0, global = 0;
+};
+
 /// What G is trained towards for one batch (exposed for inspection and tests).
 template <Backend B>
 struct ReverseTargets {
@@ -118,15 +125,22 @@ class ReverseTrainer {
   }
 
   /// Builds the trajectory targets for data x (data space, N x F.features()) and context cond.
-  ReverseTargets<B> targets(const Tensor<B>& x, const Tensor<B>& cond, Rng& rng) const {
+  ReverseTargets<B> targets(const Tensor<B>& x, const Tensor<B>& cond, Rng& rng, BatchRows rows = {}) const {
     const ReverseConfig& c = g_.config();
+    const long N = x.rows();
+    if (rows.global > 0 && (rows.begin < 0 || rows.begin + N > rows.global))
+      throw usage_error(detail::cat("ReverseTrainer: rows [", rows.begin, ", ", rows.begin + N,
+                                    ") are not inside a global batch of ", rows.global));
+    // Random draws for this step's rows: for the whole global batch, then this step's rows of it.
+    const auto draw = [&](long cols, auto&& fill) {
+      Tensor<B> e(rows.global > 0 ? rows.global : N, cols, uninit);
+      fill(e);
+      if (rows.global > 0) return slice_rows(e, rows.begin, N);
+      return e;
+    };
     ReverseTargets<B> t;
     Tensor<B> xt = x;
-    if (o_.noise > 0) {
-      Tensor<B> e(x.rows(), x.cols(), uninit);
-      fill_normal(e, rng, T(0), T(o_.noise));
-      add_inplace(xt, e);
-    }
+    if (o_.noise > 0) add_inplace(xt, draw(x.cols(), [&](Tensor<B>& e) { fill_normal(e, rng, T(0), T(o_.noise)); }));
     // F is frozen: the inference pass keeps the states and nothing else (no contexts, no copies of inputs).
     Trajectory<B> tr = f_.forward_trajectory(xt, cond);
     const long nb = long(tr.states.size()) - 1;
@@ -141,23 +155,22 @@ class ReverseTrainer {
     }
     t.output = c.denoise_stage ? to_states(f_, x) : std::move(tr.states[0]);
     if (c.guidance && o_.guidance_max > 0) {
-      const long N = x.rows();
-      Tensor<B> u1(N, 1, uninit), u2(N, 1, uninit);
-      fill_uniform(u1, rng);
-      fill_uniform(u2, rng);
+      const Tensor<B> u1 = draw(1, [&](Tensor<B>& u) { fill_uniform(u, rng); });
+      const Tensor<B> u2 = draw(1, [&](Tensor<B>& u) { fill_uniform(u, rng); });
       t.w = zip(fn::GuidanceDraw{o_.guidance_fraction, o_.guidance_max}, u1, u2,
                 slice_cols(cond, c.cond_features - 1, 1));
     }
     return t;
   }
 
-  /// One optimisation step of G (and the strategy's heads) on data batch x with context cond.
-  ReverseStepResult step(const Tensor<B>& x, const Tensor<B>& cond, Rng& rng) {
+  /// One optimisation step of G (and the strategy's heads) on data batch x with context cond. Under data
+  /// parallelism x is this rank's shard and `rows` says where it sits in the global batch (BatchRows).
+  ReverseStepResult step(const Tensor<B>& x, const Tensor<B>& cond, Rng& rng, BatchRows rows = {}) {
     const ReverseConfig& c = g_.config();
     ReverseStepResult r;
     Trainable params{&g_, &s_};
     zero_grad(params);
-    ReverseTargets<B> t = targets(x, cond, rng);
+    ReverseTargets<B> t = targets(x, cond, rng, rows);
     const long N = x.rows();
     Tensor<B> out_target = std::move(t.output);
     if (!t.w.empty()) {
