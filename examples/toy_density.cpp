@@ -63,7 +63,8 @@ double mean_nll(const F& flow, const HostMatrix<double>& u) {
 
 template <class F>
 int run(F& flow, const std::string& model, const examples::Args& a, const HostMatrix<double>& train,
-        const HostMatrix<double>& test, const std::string& data_name, dist::AnyCommunicator& comm) {
+        const HostMatrix<double>& test, const std::string& data_name, examples::Distributed& distributed) {
+  dist::AnyCommunicator& comm = distributed.comm();
   const long steps = a.integer("steps", 3000), batch = a.integer("batch", 256);
   const auto stdz = data::Standardizer::fit(train);
   const HostMatrix<double> utrain = stdz.transform(train), utest = stdz.transform(test);
@@ -95,8 +96,7 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
   const bool lead = comm.rank() == 0;
   if (comm.size() > 1) dist::make_data_parallel(trainer, flow, comm);
   const dist::Shard shard = dist::shard(batch, comm.rank(), comm.size());
-  static FILE* const quiet = std::fopen("/dev/null", "w");  // progress lines from rank 0 only
-  FILE* const progress_out = lead || !quiet ? stderr : quiet;
+  FILE* const progress_out = distributed.progress_stream();  // progress lines from rank 0 only
   if (comm.size() > 1)
     std::printf("data parallel over %d ranks: %ld of each global batch of %ld rows per rank\n", comm.size(),
                 shard.size(), batch);
@@ -303,7 +303,6 @@ int main(int argc, char** argv) try {
                     "dump-data", "distributed", "kill-rank-after"});
   cpu::keep_heap_pages();  // see backend/cpu/allocator.hpp: avoids page-faulting tensors back in every step
   examples::Distributed distributed(a, argc, argv, "toy_density");  // --distributed mpi: MPI up, ranks > 0 quiet
-  dist::AnyCommunicator& comm = distributed.comm();
   const std::string data_name = a.str("data", "moons"), model = a.str("model", "realnvp");
   const long layers = a.integer("layers", 8), hidden = a.integer("hidden", 64);
   if (layers < 1 || hidden < 1) a.fail("--layers and --hidden must be positive");
@@ -339,28 +338,28 @@ int main(int argc, char** argv) try {
     RealNVP flow(std::size_t(layers), [&](std::size_t i) {
       return make_coupling<B>(masks::half(d, int(i % 2)), {hidden, hidden}, init);
     });
-    return run(flow, model, a, train, test, data_name, comm);
+    return run(flow, model, a, train, test, data_name, distributed);
   }
   if (model == "maf") {
     Maf flow(std::size_t(layers), [&](std::size_t) {
       return Sequential<MaskedAutoregressive<B>, Permutation<B>>(
           MaskedAutoregressive<B>(d, {hidden, hidden}, init), Permutation<B>::reverse(d));
     });
-    return run(flow, model, a, train, test, data_name, comm);
+    return run(flow, model, a, train, test, data_name, distributed);
   }
   if (model == "iaf") {  // density (training, test NLL) takes D passes per layer; sampling one
     Iaf flow(std::size_t(layers), [&](std::size_t) {
       return Sequential<InverseAutoregressive<B>, Permutation<B>>(InverseAutoregressive<B>(d, {hidden, hidden}, init),
                                                                   Permutation<B>::reverse(d));
     });
-    return run(flow, model, a, train, test, data_name, comm);
+    return run(flow, model, a, train, test, data_name, distributed);
   }
   if (model == "nice") {  // additive couplings (volume-preserving) and the final diagonal scaling
     Nice flow(Repeat<dynamic, AdditiveCoupling<B, MLP<B>>>(std::size_t(layers), [&](std::size_t i) {
                 return make_additive_coupling<B>(masks::half(d, int(i % 2)), {hidden, hidden}, init);
               }),
               DiagonalScaling<B>(d));
-    return run(flow, model, a, train, test, data_name, comm);
+    return run(flow, model, a, train, test, data_name, distributed);
   }
   SplineShape spline;  // neural spline flows: K bins on [-5, 5] (zuko's bound), linear tails
   spline.bins = a.integer("bins", 8);
@@ -368,14 +367,14 @@ int main(int argc, char** argv) try {
     NsfCoupling flow(std::size_t(layers), [&](std::size_t i) {
       return make_spline_coupling<B>(masks::half(d, int(i % 2)), {hidden, hidden}, init, spline);
     });
-    return run(flow, model, a, train, test, data_name, comm);
+    return run(flow, model, a, train, test, data_name, distributed);
   }
   if (model == "nsf-ar") {  // density one pass; sampling D passes per layer
     NsfAr flow(std::size_t(layers), [&](std::size_t) {
       return Sequential<SplineAutoregressive<B>, Permutation<B>>(
           SplineAutoregressive<B>(d, {hidden, hidden}, init, spline), Permutation<B>::reverse(d));
     });
-    return run(flow, model, a, train, test, data_name, comm);
+    return run(flow, model, a, train, test, data_name, distributed);
   }
   if (model == "residual") {  // i-ResNet blocks (Lip(g) <= 0.9) + ActNorm; exact log-det (2-D), fixed-point sampling
     residual::Options ro;
@@ -383,7 +382,7 @@ int main(int argc, char** argv) try {
     ResFlow flow(std::size_t(layers), [&](std::size_t) {
       return Sequential<Residual<B>, ActNorm<B>>(Residual<B>(d, init, ro), ActNorm<B>(d));
     });
-    return run(flow, model, a, train, test, data_name, comm);
+    return run(flow, model, a, train, test, data_name, distributed);
   }
   a.fail("--model must be realnvp, maf, iaf, nice, nsf-coupling, nsf-ar or residual, got '" + model + "'");
 } catch (const std::exception& e) {

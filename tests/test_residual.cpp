@@ -34,6 +34,13 @@ std::pair<HostMatrix<double>, HostMatrix<double>> mean_stderr(long rows, int M, 
   const HostMatrix<double> var = (s2 / M - mean.cwiseProduct(mean)) * (double(M) / (M - 1));
   return {mean, (var / M).cwiseSqrt()};
 }
+/// How many entries of a Monte-Carlo mean lie more than 4 standard errors from the exact value.
+long outside_4se(const HostMatrix<double>& mean, const HostMatrix<double>& se, const HostMatrix<double>& exact) {
+  long n = 0;
+  for (long i = 0; i < exact.rows(); ++i)
+    if (std::abs(mean(i, 0) - exact(i, 0)) > 4 * se(i, 0) + 1e-12) ++n;
+  return n;
+}
 /// All parameter gradients of a layer, flattened (rows × 1).
 template <class L>
 HostMatrix<double> flat_grads(L& l) {
@@ -168,9 +175,7 @@ TEST_CASE("stochastic log-det policies: Russian roulette is unbiased for the log
     ls.backward(cs, dy, dl, GradMode::params_only);
     return flat_grads(ls);
   });
-  long outside = 0;
-  for (long i = 0; i < g_exact.rows(); ++i)
-    if (std::abs(g_mean(i, 0) - g_exact(i, 0)) > 4 * g_se(i, 0) + 1e-12) ++outside;
+  const long outside = outside_4se(g_mean, g_se, g_exact);
   INFO(outside << " of " << g_exact.rows() << " gradient entries outside 4 standard errors");
   CHECK(outside <= g_exact.rows() / 100);  // ~0.006% expected by chance; a biased gradient moves most of them
   CHECK(message<usage_error>([&] { l.forward(x, {}, logdet::Hutchinson<1>{}); }).find("needs an Rng") != std::string::npos);
@@ -222,9 +227,7 @@ TEST_CASE("maximum likelihood with a stochastic log-det: under Russian roulette 
   INFO("exact NLL " << exact << ", roulette " << mean << " ± " << se);
   CHECK(se > 1e-4);  // the loss is an estimate (a policy silently replaced by the exact one would give se = 0)
   CHECK(std::abs(mean - exact) <= 4 * se);
-  long outside = 0;
-  for (long k = 0; k < g_exact.rows(); ++k)
-    if (std::abs(g_mean(k, 0) - g_exact(k, 0)) > 4 * g_se(k, 0) + 1e-12) ++outside;
+  const long outside = outside_4se(g_mean, g_se, g_exact);
   INFO(outside << " of " << g_exact.rows() << " gradient entries outside 4 standard errors");
   CHECK(outside <= g_exact.rows() / 100);
 
