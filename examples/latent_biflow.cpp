@@ -8,6 +8,8 @@
 // The same code runs on Cpu<float> and, built by nvcc (latent_biflow_cuda), on Cuda<float>: --backend cpu|cuda.
 //   latent_biflow --synthetic 2048                       small CPU-sized run
 //   latent_biflow_cuda --preset b2 --data lat.npy --labels y.npy --report out.json
+// Data parallel: mpirun -np 2 latent_biflow --distributed mpi ... (CPU ranks), or one process per GPU with
+// latent_biflow_cuda --distributed nccl (see docs/distributed.md); --batch is the global batch.
 
 #include <algorithm>
 #include <chrono>
@@ -22,6 +24,7 @@
 #include <biflow/io/npy.hpp>
 
 #include "common/args.hpp"
+#include "common/distributed.hpp"
 #include "common/quality.hpp"
 
 using namespace biflow;
@@ -36,6 +39,8 @@ constexpr const char* kUsage =
     "          [--lr 1e-3]\n"
     "  G:      [--g-width W] [--stages 2] [--g-layers 1] [--steps 200] [--g-lr 1e-3]\n"
     "  speed:  [--sample-batch 32] [--repeats 3] [--tf32 | --bf16] (Cuda: TF32 or bf16-operand tensor-core GEMMs)\n"
+    "  ranks:  [--distributed none|mpi|nccl] [--nccl-id-file PATH] [--nccl-timeout 600] (under mpirun / srun; the\n"
+    "          batch is global: each rank trains on batch / ranks rows of it)\n"
     "  --save-samples DIR: exact.npy and learned.npy (float32, sample-batch x C*S*S, same noise, rows in label\n"
     "  order) and labels.npy (int64)\n"
     "  --preset b2 sets the BiFlow-B/2-like sizes: width 768, 12 heads (head dim 64), F 8 blocks x 2 layers,\n"
@@ -142,7 +147,7 @@ double median(std::vector<double> v) {
 }
 
 template <class B>
-int run(const examples::Args& a, const char* device) {
+int run(const examples::Args& a, const char* device, examples::Distributed& distributed) {
   const bool b2 = a.str("preset", "tiny") == "b2";
   const long classes = a.integer("classes", 10), C = a.integer("channels", 4), S = a.integer("size", 32);
   const long patch = a.integer("patch", 2);
@@ -159,6 +164,15 @@ int run(const examples::Args& a, const char* device) {
   const long repeats = std::max(1L, a.integer("repeats", 3));
   if (S % patch) a.fail("--size must be a multiple of --patch");
   const long T = fc.image.tokens(), D = C * S * S;
+
+  // Data parallel: every rank draws each whole global batch (rows, noise, label dropout) from the same Rng and
+  // trains on its shard of the rows; gradients are averaged (dist::make_data_parallel).
+  dist::AnyCommunicator& comm = distributed.comm();
+  const bool parallel = comm.size() > 1;
+  const dist::Shard shard = dist::shard(batch, comm.rank(), comm.size());
+  const auto mine = [&](const Tensor<B>& t) { return parallel ? slice_rows(t, shard.begin, shard.size()) : t; };
+  if (parallel) std::printf("data parallel (%s): %d ranks, %ld rows each\n", distributed.how().c_str(), comm.size(),
+                            shard.size());
 
   const Data data = load_or_make(a, classes, C, S);
   const long N = data.x.rows();
@@ -179,6 +193,8 @@ int run(const examples::Args& a, const char* device) {
   o.weight_decay = 1e-4;
   o.clip = 1.0;
   MleTrainer<TarFlow<B>> trainer(flow, o);
+  std::shared_ptr<const dist::ReduceStats> f_comm, g_comm;
+  if (parallel) f_comm = dist::make_data_parallel(trainer, flow, comm);
   auto draw = [&](long n, HostMatrix<float>& x, std::vector<int>& l) {
     std::vector<long> idx(static_cast<std::size_t>(n));
     for (auto& i : idx) i = long(rng.below(std::uint64_t(N)));
@@ -198,7 +214,7 @@ int run(const examples::Args& a, const char* device) {
     add_inplace(x, e);
     const Tensor<B> c = from_host<B>(data::class_condition(lb, classes, 0.1, rng));
     const auto t0 = std::chrono::steady_clock::now();
-    const StepResult r = trainer.step(x, c);  // returns the loss: the step has finished on the device
+    const StepResult r = trainer.step(mine(x), mine(c));  // returns the loss: the step has finished on the device
     if (s > 0 || flow_steps == 1) flow_seconds += seconds_since(t0);  // step 0 includes one-time allocations
     if (s == 0) first_loss = r.loss / double(D);
     last_loss = r.loss / double(D);
@@ -233,6 +249,10 @@ int run(const examples::Args& a, const char* device) {
   ro.optim.warmup = std::min(100L, g_steps / 10);
   ro.noise = sigma;
   ReverseTrainer<TarFlow<B>, ReverseModel<B>, HiddenAlignment<B>> gt(flow, g, align, ro);
+  auto g_trainable = gt.trainable();
+  if (parallel) g_comm = dist::make_data_parallel(gt, g_trainable, comm);
+  // The step's noise and guidance draws are made for the whole global batch: the ranks' Rngs stay in step.
+  const BatchRows rows{shard.begin, parallel ? batch : 0};
   reset_peak_memory<B>();
   double g_seconds = 0, g_first = 0, g_last = 0;
   for (long s = 0; s < g_steps; ++s) {
@@ -240,7 +260,7 @@ int run(const examples::Args& a, const char* device) {
     const Tensor<B> x = from_host<B>(xb);
     const Tensor<B> c = from_host<B>(data::class_condition(lb, classes, 0.1, rng));
     const auto t0 = std::chrono::steady_clock::now();
-    const ReverseStepResult r = gt.step(x, c, rng);
+    const ReverseStepResult r = gt.step(mine(x), mine(c), rng, rows);
     if (s > 0 || g_steps == 1) g_seconds += seconds_since(t0);
     if (s == 0) g_first = r.output_loss;
     g_last = r.output_loss;
@@ -252,6 +272,15 @@ int run(const examples::Args& a, const char* device) {
   const double g_peak = peak_mib<B>();
   std::printf("G trained: output MSE %.4f -> %.4f; %.0f tokens/s (%.1f ms/step); peak memory %.0f MiB\n", g_first,
               g_last, g_tokens_s, 1e3 * g_seconds / double(timed_g), g_peak);
+  // What averaging the gradients cost, per step and as a share of the step (the all-reduce is not overlapped with
+  // the backward: it runs after it).
+  const auto comm_line = [&](const char* what, const std::shared_ptr<const dist::ReduceStats>& st, double step_ms) {
+    if (st)
+      std::printf("%s all-reduce: %.3f ms per step over %ld values (%.1f%% of a %.1f ms step)\n", what, st->mean_ms(),
+                  st->values / std::max(1L, st->calls), 100.0 * st->mean_ms() / step_ms, step_ms);
+  };
+  comm_line("F", f_comm, 1e3 * flow_seconds / double(timed_f));
+  comm_line("G", g_comm, 1e3 * g_seconds / double(timed_g));
 
   // ---- sampling: exact inverse (KV-cached decoding) + score denoising vs G's one pass, same z, same batch ----
   Rng srng(4);
@@ -278,7 +307,7 @@ int run(const examples::Args& a, const char* device) {
   const double exact_ips = double(sample_batch) / median(te), learned_ips = double(sample_batch) / median(tl);
   const HostMatrix<float> he = to_host(exact), hl = to_host(learned);
   const double mse = double((he - hl).squaredNorm()) / double(he.size());
-  if (a.has("save-samples")) {  // rows grouped by label (stable), same noise for both
+  if (distributed.lead() && a.has("save-samples")) {  // rows grouped by label (stable), same noise for both
     std::vector<long> order(static_cast<std::size_t>(sample_batch));
     for (long i = 0; i < sample_batch; ++i) order[std::size_t(i)] = i;
     std::stable_sort(order.begin(), order.end(), [&](long x, long y) { return sl[std::size_t(x)] < sl[std::size_t(y)]; });
@@ -295,9 +324,11 @@ int run(const examples::Args& a, const char* device) {
               mse, var, s_peak);
   if (!std::isfinite(mse)) throw numeric_error("latent_biflow: non-finite samples");
 
-  if (a.has("report")) {
+  if (distributed.lead() && a.has("report")) {
     std::ofstream f(a.str("report", ""));
-    f << "{\n  \"device\": \"" << device << "\",\n  \"latents\": " << N << ",\n  \"tokens\": " << T
+    f << "{\n  \"device\": \"" << device << "\",\n  \"ranks\": " << comm.size()
+      << ",\n  \"f_allreduce_ms\": " << (f_comm ? f_comm->mean_ms() : 0.0)
+      << ",\n  \"g_allreduce_ms\": " << (g_comm ? g_comm->mean_ms() : 0.0) << ",\n  \"latents\": " << N << ",\n  \"tokens\": " << T
       << ",\n  \"width\": " << fc.width << ",\n  \"blocks\": " << fc.blocks << ",\n  \"layers\": " << fc.layers
       << ",\n  \"f_params\": " << parameter_count(flow) << ",\n  \"g_params\": " << parameter_count(g)
       << ",\n  \"batch\": " << batch << ",\n  \"f_nll_first\": " << first_loss << ",\n  \"f_nll_last\": " << last_loss
@@ -319,23 +350,30 @@ int main(int argc, char** argv) try {
   examples::Args a(argc, argv, kUsage,
                    {"backend", "preset", "report", "data", "labels", "synthetic", "write-synthetic", "classes",
                     "channels", "size", "patch", "width", "blocks", "layers", "heads", "noise", "flow-steps", "batch",
-                    "lr", "g-width", "stages", "g-layers", "steps", "g-lr", "sample-batch", "repeats", "save-samples"},
+                    "lr", "g-width", "stages", "g-layers", "steps", "g-lr", "sample-batch", "repeats", "save-samples",
+                    "distributed", "nccl-id-file", "nccl-timeout"},
                    {"tf32", "bf16"});
   const std::string preset = a.str("preset", "tiny");
   if (preset != "tiny" && preset != "b2") a.fail("--preset must be tiny or b2");
 #if defined(__CUDACC__)
   const std::string backend = a.str("backend", "cuda");
+  if (backend == "cuda" && gpu::device_count() == 0)
+    return gpu::no_device_exit("latent_biflow_cuda", " (run with --backend cpu for the same job on the CPU)");
+#endif
+  // Before anything touches the GPU: with --distributed nccl it makes this rank's device current.
+  examples::Distributed distributed(a, argc, argv, "latent_biflow");
+#if defined(__CUDACC__)
   if (backend == "cuda") {
-    if (gpu::device_count() == 0)
-      return gpu::no_device_exit("latent_biflow_cuda", " (run with --backend cpu for the same job on the CPU)");
+    int current = 0;
+    gpu::check(cudaGetDevice(&current), "cudaGetDevice");
     cudaDeviceProp p{};
-    gpu::check(cudaGetDeviceProperties(&p, 0), "cudaGetDeviceProperties");
+    gpu::check(cudaGetDeviceProperties(&p, current), "cudaGetDeviceProperties");
     if (a.has("tf32") && a.has("bf16")) a.fail("--tf32 and --bf16 exclude each other");
     if (a.has("tf32")) gpu::context().set_math(gpu::MathMode::tf32);
     if (a.has("bf16")) gpu::context().set_math(gpu::MathMode::bf16);
     const std::string dev =
         std::string(p.name) + (a.has("tf32") ? " (TF32)" : a.has("bf16") ? " (bf16 GEMM operands)" : " (FP32)");
-    return run<Cuda<float>>(a, dev.c_str());
+    return run<Cuda<float>>(a, dev.c_str(), distributed);
   }
 #else
   const std::string backend = a.str("backend", "cpu");
@@ -344,7 +382,7 @@ int main(int argc, char** argv) try {
   if (backend != "cpu") a.fail("--backend must be cpu or cuda");
   if (a.has("tf32") || a.has("bf16")) a.fail("--tf32 and --bf16 apply to the Cuda backend only");
   cpu::keep_heap_pages();
-  return run<Cpu<float>>(a, "CPU");
+  return run<Cpu<float>>(a, "CPU", distributed);
 } catch (const std::exception& e) {
   std::fprintf(stderr, "latent_biflow: %s\n", e.what());
   return 1;

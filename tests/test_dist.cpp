@@ -2,6 +2,8 @@
 // communicator, shards of the global batch, AnyCommunicator's dispatch, and the gradient reducer's place in the
 // optimiser step, seen through a scripted two-rank communicator whose "peer" is simulated. The real multi-process
 // cases (MPI, 2 ranks) are in tests/mpi/test_mpi.cpp.
+#include <map>
+
 #include "helpers.hpp"
 
 using namespace tests;
@@ -92,6 +94,22 @@ TEST_CASE("AnyCommunicator forwards every collective to the communicator it wrap
   CHECK(s.reductions == 2);
   CHECK(s.broadcasts == 1);
   CHECK(s.barriers == 1);
+  CHECK_FALSE(any.takes_device_pointers());
+  CHECK_FALSE(dist::comm_detail::passes_device_pointers(s));
+}
+
+namespace {
+struct DevicePair : ScriptedPair {
+  static constexpr bool device_pointers = true;
+};
+}  // namespace
+
+TEST_CASE("AnyCommunicator keeps the device-pointer promise of what it wraps (NCCL's tensors go through unstaged)") {
+  DevicePair d;
+  dist::AnyCommunicator any(d);
+  CHECK(any.takes_device_pointers());
+  CHECK(dist::comm_detail::passes_device_pointers(any));
+  CHECK(dist::comm_detail::passes_device_pointers(d));
 }
 
 TEST_CASE("data parallel: the reducer averages the flat gradients and the loss before clipping, once per step; "
@@ -108,7 +126,7 @@ TEST_CASE("data parallel: the reducer averages the flat gradients and the loss b
   o.warmup = 2;
   MleTrainer tp(plain, o), td(dp, o);
   ScriptedPair peer;  // the peer's gradients equal ours: the mean is our own gradient
-  dist::make_data_parallel(td, dp, peer);
+  const auto stats = dist::make_data_parallel(td, dp, peer);
   CHECK(td.optimization().reduces_gradients());
   CHECK(peer.broadcasts >= 1);  // the initial state broadcast
   const Tensor<D> x = randn<D>(32, 2, 5);
@@ -118,6 +136,9 @@ TEST_CASE("data parallel: the reducer averages the flat gradients and the loss b
   }
   CHECK(peer.reductions == 10);  // per step: the flat gradient buffer, then the loss
   CHECK(flat_values(plain) == flat_values(dp));
+  CHECK(stats->calls == 5);  // the reducer's running cost
+  CHECK(stats->values == 5 * (parameter_count(dp) + 1));
+  CHECK(stats->seconds >= 0);
 
   // A peer whose gradients and loss are 0: the reported loss is half ours (the mean of the two ranks), and the loss
   // is reduced after the gradients, alone.
@@ -183,4 +204,48 @@ TEST_CASE("data parallel: broadcast_state gives every rank the root's parameters
   visit_buffers_of(root, [&](const std::string&, const Buffer& buf) { a.push_back(buf.values); }, "");
   visit_buffers_of(other, [&](const std::string&, const Buffer& buf) { b.push_back(buf.values); }, "");
   CHECK(a == b);
+}
+
+TEST_CASE("launch_from_environment: Open MPI, SLURM, MPICH and torchrun variables; none is one process; a bad value "
+          "is an error naming the variable") {
+  using Env = std::map<std::string, std::string>;
+  auto read = [](const Env& e) {
+    return dist::launch_from_environment([&e](const char* n) -> const char* {
+      const auto it = e.find(n);
+      return it == e.end() ? nullptr : it->second.c_str();
+    });
+  };
+  const dist::LaunchInfo none = read({});
+  CHECK(none.rank == 0);
+  CHECK(none.size == 1);
+  CHECK(none.launcher == "none");
+  const dist::LaunchInfo ompi = read({{"OMPI_COMM_WORLD_RANK", "5"}, {"OMPI_COMM_WORLD_SIZE", "8"},
+                                      {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "4"},
+                                      {"OMPI_MCA_ess_base_jobid", "123"}});
+  CHECK(ompi.launcher == "Open MPI");
+  CHECK(ompi.rank == 5);
+  CHECK(ompi.size == 8);
+  CHECK(ompi.local_rank == 1);
+  CHECK(ompi.local_size == 4);
+  CHECK(ompi.job_id == "123");
+  // SLURM's per-node task count on an uneven placement reads "4(x2),3": this node's count is the first number.
+  const dist::LaunchInfo slurm = read({{"SLURM_PROCID", "9"}, {"SLURM_NTASKS", "11"}, {"SLURM_LOCALID", "1"},
+                                       {"SLURM_NTASKS_PER_NODE", "4(x2),3"}, {"SLURM_JOB_ID", "777"}});
+  CHECK(slurm.launcher == "SLURM");
+  CHECK(slurm.rank == 9);
+  CHECK(slurm.local_size == 4);
+  CHECK(slurm.job_id == "777");
+  const dist::LaunchInfo torch = read({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "3"}});
+  CHECK(torch.launcher == "torchrun");
+  CHECK(torch.local_rank == 3);
+  CHECK(torch.local_size == 4);  // absent: the world (one node)
+  const dist::LaunchInfo mpich = read({{"PMI_RANK", "0"}, {"PMI_SIZE", "2"}});
+  CHECK(mpich.launcher == "MPICH");
+  CHECK(mpich.size == 2);
+  // Open MPI wins over torchrun-style variables set by a wrapper.
+  CHECK(read({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}}).rank == 1);
+  CHECK(message<usage_error>([&] { read({{"RANK", "two"}, {"WORLD_SIZE", "4"}}); }).find("RANK='two'") !=
+        std::string::npos);
+  CHECK(message<usage_error>([&] { read({{"RANK", "4"}, {"WORLD_SIZE", "4"}}); }).find("rank 4 of 4") !=
+        std::string::npos);
 }

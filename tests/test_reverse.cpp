@@ -524,6 +524,46 @@ TEST_CASE("trainer targets under data parallelism: a shard's noisy targets are i
         std::string::npos);
 }
 
+namespace {
+/// Rank 0 of 2 whose peer contributes zeros: every mean over the two ranks is half the local value.
+struct ZeroPeer {
+  int rank() const { return 0; }
+  int size() const { return 2; }
+  template <class T>
+  void all_reduce(T* p, long n, dist::Reduce op) {
+    for (long i = 0; i < n; ++i) p[i] = op == dist::Reduce::mean ? p[i] / 2 : p[i];
+  }
+  template <class T>
+  void broadcast(T*, long, int) {}
+  void barrier() {}
+};
+}  // namespace
+
+TEST_CASE("data-parallel ReverseTrainer reports global means: the loss, the output and hidden losses and each hidden "
+          "term are averaged over ranks with the gradients") {
+  const AffineFlow f = affine_flow();
+  auto run = [&](bool parallel) {
+    Rng r0(2);
+    const ReverseConfig c = affine_reverse(false);
+    ReverseModel<D, MlpStage> g(c, r0);
+    HiddenAlignment<D> s(c, r0);
+    ReverseTrainer<AffineFlow, decltype(g), HiddenAlignment<D>> t(f, g, s, ReverseTrainOptions{});
+    ZeroPeer peer;
+    if (parallel) dist::reduce_gradients(t.optimization(), peer);
+    Rng rng(5);
+    return t.step(randn<D>(16, 3, 4), {}, rng);
+  };
+  const ReverseStepResult one = run(false), two = run(true);
+  REQUIRE(one.hidden_terms.size() >= 2);
+  REQUIRE(one.hidden_loss > 0);
+  CHECK(two.loss == doctest::Approx(one.loss / 2).epsilon(1e-12));
+  CHECK(two.output_loss == doctest::Approx(one.output_loss / 2).epsilon(1e-12));
+  CHECK(two.hidden_loss == doctest::Approx(one.hidden_loss / 2).epsilon(1e-12));
+  REQUIRE(two.hidden_terms.size() == one.hidden_terms.size());
+  for (std::size_t i = 0; i < one.hidden_terms.size(); ++i)
+    CHECK(two.hidden_terms[i] == doctest::Approx(one.hidden_terms[i] / 2).epsilon(1e-12));
+}
+
 TEST_CASE("training G on a MAF's trajectory learns its inverse (reconstruction error falls 20x)") {
   Rng rng(3);
   using Maf = MaskedAutoregressive<D>;

@@ -80,6 +80,7 @@
 #include "train/trainer.hpp"
 #include "dist/communicator.hpp"
 #include "dist/data_parallel.hpp"
+#include "dist/launch.hpp"
 #include "train/checkpoint.hpp"
 #include "train/progress.hpp"
 #include "vi/elbo.hpp"

@@ -65,6 +65,18 @@ TEST_CASE("MPI collectives: sum and mean all-reduce, broadcast from any root, in
   comm().barrier();
 }
 
+TEST_CASE("MPI local ranks: on one node the local rank is the rank and the local size the world size; the local "
+          "ranks of a node are distinct") {
+  const int r = comm().rank(), n = comm().size();
+  // ctest starts every rank on this machine.
+  CHECK(comm().local_size() == n);
+  CHECK(comm().local_rank() == r);
+  std::vector<double> seen(static_cast<std::size_t>(n), 0.0);
+  seen[std::size_t(comm().local_rank())] = 1;
+  comm().all_reduce(seen.data(), n, dist::Reduce::sum);
+  for (double s : seen) CHECK(s == 1.0);
+}
+
 TEST_CASE("MPI broadcast_state: ranks built with different seeds end with rank 0's parameters and buffers") {
   Net net = make_net(std::uint64_t(11 + comm().rank()));
   CHECK(dist::parameter_divergence(net, comm()) > 0);

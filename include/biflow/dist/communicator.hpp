@@ -45,6 +45,24 @@ class SingleProcess {
 };
 static_assert(Communicator<SingleProcess>);
 
+namespace comm_detail {
+template <class C>
+inline constexpr bool takes_device_pointers = [] {
+  if constexpr (requires { C::device_pointers; }) return bool(C::device_pointers);
+  else return false;
+}();
+template <class B>
+inline constexpr bool host_tensors = std::same_as<B, Cpu<typename B::scalar>>;
+/// Whether `c` takes device pointers: known at compile time, or asked at run time of a type-erased communicator.
+template <class C>
+bool passes_device_pointers(const C& c) {
+  if constexpr (takes_device_pointers<C>) return true;
+  else if constexpr (requires { { c.takes_device_pointers() } -> std::convertible_to<bool>; })
+    return c.takes_device_pointers();
+  else return false;
+}
+}  // namespace comm_detail
+
 /// Any communicator behind one type (examples pick the engine at run time: --distributed mpi|none). Holds a
 /// reference: the communicator must outlive it.
 class AnyCommunicator {
@@ -59,6 +77,9 @@ class AnyCommunicator {
   void broadcast(float* p, long n, int root) { impl_->broadcast(p, n, root); }
   void broadcast(double* p, long n, int root) { impl_->broadcast(p, n, root); }
   void barrier() { impl_->barrier(); }
+  /// Whether the communicator behind it takes device pointers (NCCL): then dist::all_reduce / broadcast pass a
+  /// device tensor's memory straight through instead of staging it through the host.
+  bool takes_device_pointers() const { return impl_->device_pointers(); }
 
  private:
   struct Base {
@@ -70,6 +91,7 @@ class AnyCommunicator {
     virtual void broadcast(float*, long, int) = 0;
     virtual void broadcast(double*, long, int) = 0;
     virtual void barrier() = 0;
+    virtual bool device_pointers() const = 0;
   };
   template <class C>
   struct Impl final : Base {
@@ -82,26 +104,18 @@ class AnyCommunicator {
     void broadcast(float* p, long n, int root) override { c.broadcast(p, n, root); }
     void broadcast(double* p, long n, int root) override { c.broadcast(p, n, root); }
     void barrier() override { c.barrier(); }
+    bool device_pointers() const override { return comm_detail::takes_device_pointers<C>; }
   };
   std::shared_ptr<Base> impl_;
 };
 static_assert(Communicator<AnyCommunicator>);
 
-namespace comm_detail {
-template <class C>
-inline constexpr bool takes_device_pointers = [] {
-  if constexpr (requires { C::device_pointers; }) return bool(C::device_pointers);
-  else return false;
-}();
-template <class B>
-inline constexpr bool host_tensors = std::same_as<B, Cpu<typename B::scalar>>;
-}  // namespace comm_detail
 
 /// In-place all-reduce of a tensor (every rank passes the same shape).
 template <Communicator C, class B>
 void all_reduce(C& comm, Tensor<B>& t, Reduce op) {
   if (t.size() == 0 || comm.size() == 1) return;
-  if constexpr (comm_detail::host_tensors<B> || comm_detail::takes_device_pointers<C>) {
+  if (comm_detail::host_tensors<B> || comm_detail::passes_device_pointers(comm)) {
     comm.all_reduce(t.data(), long(t.size()), op);
   } else {  // staged through the host
     HostMatrix<typename B::scalar> h = to_host(t);
@@ -113,7 +127,7 @@ void all_reduce(C& comm, Tensor<B>& t, Reduce op) {
 template <Communicator C, class B>
 void broadcast(C& comm, Tensor<B>& t, int root = 0) {
   if (t.size() == 0 || comm.size() == 1) return;
-  if constexpr (comm_detail::host_tensors<B> || comm_detail::takes_device_pointers<C>) {
+  if (comm_detail::host_tensors<B> || comm_detail::passes_device_pointers(comm)) {
     comm.broadcast(t.data(), long(t.size()), root);
   } else {
     HostMatrix<typename B::scalar> h = to_host(t);

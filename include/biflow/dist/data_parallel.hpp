@@ -10,7 +10,10 @@
 // Draw the global batch from a sampler seeded alike on every rank (data::BatchSampler, or the same Rng) and take the
 // shard: the sampler state is then independent of the world size, so a checkpoint resumes on any number of ranks.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -70,24 +73,39 @@ double parameter_divergence(M& model, C& comm, int root = 0) {
   return worst;
 }
 
-/// Every step of `opt` from now on averages the flat gradient buffer and the loss over the ranks of `comm` (which
-/// must outlive `opt`).
+/// What the gradient reducer has cost so far: wall time inside its all-reduces (on a device backend counted from
+/// when the step's queued kernels have finished, so it is the communication alone), calls, values sent.
+struct ReduceStats {
+  double seconds = 0;
+  long calls = 0, values = 0;
+  double mean_ms() const { return calls ? 1e3 * seconds / double(calls) : 0.0; }
+};
+
+/// Every step of `opt` from now on averages the flat gradient buffer, the loss and the step's metrics over the ranks of `comm` (which
+/// must outlive `opt`). Returns the reducer's running cost.
 template <class B, Communicator C>
-void reduce_gradients(Optimization<B>& opt, C& comm) {
-  opt.set_gradient_reducer([&comm](Tensor<B>& grads, double loss) {
+std::shared_ptr<const ReduceStats> reduce_gradients(Optimization<B>& opt, C& comm) {
+  auto stats = std::make_shared<ReduceStats>();
+  opt.set_gradient_reducer([&comm, stats](Tensor<B>& grads, std::span<double> scalars) {
+    synchronize<B>();  // the backward's kernels first: the clock then measures communication only
+    const auto t0 = std::chrono::steady_clock::now();
     all_reduce(comm, grads, Reduce::mean);
-    comm.all_reduce(&loss, 1, Reduce::mean);
-    return loss;
+    comm.all_reduce(scalars.data(), long(scalars.size()), Reduce::mean);  // the loss and the step's metrics
+    stats->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ++stats->calls;
+    stats->values += long(grads.size() + scalars.size());
   });
+  return stats;
 }
 
 /// Makes a trainer (MleTrainer, ReverseTrainer, vi::ElboTrainer: anything with optimization()) data-parallel:
 /// rank 0's `model` (the parameters the trainer updates) goes to every rank now, and every step averages the
 /// gradients. Call it on every rank, after building (and loading or resuming) the model and before the first step.
+/// Returns the reducer's running cost (ReduceStats).
 template <class Trainer, HasParameters M, Communicator C>
-void make_data_parallel(Trainer& trainer, M& model, C& comm) {
+std::shared_ptr<const ReduceStats> make_data_parallel(Trainer& trainer, M& model, C& comm) {
   broadcast_state(model, comm);
-  reduce_gradients(trainer.optimization(), comm);
+  return reduce_gradients(trainer.optimization(), comm);
 }
 
 }  // namespace biflow::dist

@@ -54,6 +54,12 @@ class MpiCommunicator {
     check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+    // The ranks sharing this node (one GPU each: the local rank picks the device).
+    MPI_Comm node = MPI_COMM_NULL;
+    check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node), "MPI_Comm_split_type");
+    MPI_Comm_rank(node, &local_rank_);
+    MPI_Comm_size(node, &local_size_);
+    MPI_Comm_free(&node);
   }
   MpiCommunicator(const MpiCommunicator&) = delete;
   MpiCommunicator& operator=(const MpiCommunicator&) = delete;
@@ -65,6 +71,9 @@ class MpiCommunicator {
 
   int rank() const { return rank_; }
   int size() const { return size_; }
+  /// This rank's index among the ranks on its node, and their number (the launcher's placement, whatever it is).
+  int local_rank() const { return local_rank_; }
+  int local_size() const { return local_size_; }
   MPI_Comm native() const { return comm_; }
 
   template <class T>
@@ -111,7 +120,7 @@ class MpiCommunicator {
     throw communication_error(detail::cat(what, " failed on rank ", rank_, " of ", size_, ": ", std::string(msg, len)));
   }
   MPI_Comm comm_ = MPI_COMM_NULL;
-  int rank_ = 0, size_ = 1;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
 };
 static_assert(Communicator<MpiCommunicator>);
 

@@ -1,19 +1,25 @@
 #pragma once
-// NCCL communicator for Cuda ranks (link biflow::nccl; one process per GPU, the device chosen before construction,
-// e.g. by CUDA_VISIBLE_DEVICES from the launcher's local rank). Collectives run on the current gpu::Context's stream,
+// NCCL communicator for Cuda ranks (link biflow::nccl; one process per GPU, the device chosen before construction:
+// gpu::use_device_of_local_rank, or CUDA_VISIBLE_DEVICES set per process by the launcher). Collectives run on the current gpu::Context's stream,
 // so they follow the kernels that wrote the tensors, and return when done. Device pointers go to NCCL as they are
 // (`device_pointers`: dist::all_reduce / broadcast pass a Cuda tensor's memory straight through); host arrays (the
 // loss, buffers, checks) are staged through a small device scratch buffer.
 //   dist::MpiSession session(argc, argv);
 //   dist::MpiCommunicator mpi;                       // bootstrap: rank 0's ncclUniqueId reaches every rank
 //   dist::NcclCommunicator nccl(mpi, {.timeout_seconds = 600});
+// or, with no MPI linked (any launcher: mpirun, srun, torchrun-style variables; a file on a shared filesystem):
+//   const dist::LaunchInfo who = dist::launch_from_environment();
+//   gpu::use_device_of_local_rank(who.local_rank, who.local_size);
+//   dist::NcclCommunicator nccl("/shared/job-42.ncclid", who);
 // Errors throw communication_error with NCCL's message. A collective that has not finished after timeout_seconds
 // (a peer died or hangs) aborts the communicator (ncclCommAbort) and throws: NCCL has no timeout of its own, so the
 // wait polls the stream and ncclCommGetAsyncError.
 #include <nccl.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -21,6 +27,7 @@
 
 #include "../backend/cuda/ops.cuh"
 #include "communicator.hpp"
+#include "launch.hpp"
 
 namespace biflow::dist {
 
@@ -46,7 +53,43 @@ class NcclCommunicator {
     for (std::size_t i = 0; i < bytes.size(); ++i) id.internal[i] = static_cast<char>(static_cast<unsigned char>(bytes[i]));
     init(id, host.rank(), host.size());
   }
-  /// Joins with a unique id obtained elsewhere (e.g. rank 0 wrote it to a shared file).
+  /// Bootstraps through a file all ranks can read (on a filesystem shared by the nodes), with no MPI linked: rank 0
+  /// writes its unique id to `id_file` (beside it, then renamed: never seen half-written), the other ranks wait for
+  /// it (timeout_seconds, or 300 s when that is 0), and rank 0 removes it once every rank has joined. Rank and world
+  /// size come from the launcher (dist::launch_from_environment()). Use a fresh path per job: the file also holds
+  /// the launcher's job id and the world size, and a reader skips a file that does not match (a stale one).
+  NcclCommunicator(const std::string& id_file, const LaunchInfo& who, NcclOptions o = {}) : opt_(o) {
+    rank_ = who.rank;
+    size_ = who.size;
+    ncclUniqueId id;
+    if (who.rank == 0) {
+      check(ncclGetUniqueId(&id), "ncclGetUniqueId");
+      const std::string tmp = id_file + ".writing";
+      {
+        std::ofstream f(tmp, std::ios::trunc);
+        f << "biflow-nccl-id 1\n" << (who.job_id.empty() ? "-" : who.job_id) << "\n" << who.size << "\n";
+        for (unsigned char c : id.internal) f << int(c) << ' ';
+        f << "\n";
+        if (!f.flush())
+          throw communication_error(detail::cat("NcclCommunicator: cannot write the unique-id file ", tmp));
+      }
+      if (std::rename(tmp.c_str(), id_file.c_str()) != 0)
+        throw communication_error(detail::cat("NcclCommunicator: cannot rename ", tmp, " to ", id_file));
+    } else {
+      const double limit = opt_.timeout_seconds > 0 ? opt_.timeout_seconds : 300.0;
+      const auto start = std::chrono::steady_clock::now();
+      while (!read_id_file(id_file, who, id)) {
+        if (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() > limit)
+          throw communication_error(detail::cat("NcclCommunicator: rank ", who.rank, " of ", who.size, " waited ",
+                                                limit, " s for rank 0's unique-id file ", id_file,
+                                                " (missing, or from another job: job id / world size differ)"));
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+    init(id, who.rank, who.size);  // collective: returns once every rank has joined (and read the file)
+    if (who.rank == 0) std::remove(id_file.c_str());
+  }
+  /// Joins with a unique id obtained elsewhere.
   NcclCommunicator(const ncclUniqueId& id, int rank, int size, NcclOptions o = {}) : opt_(o) { init(id, rank, size); }
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -88,6 +131,20 @@ class NcclCommunicator {
     rank_ = rank;
     size_ = size;
     check(ncclCommInitRank(&comm_, size, id, rank), "ncclCommInitRank");
+  }
+  /// The id from rank 0's file, if it exists and belongs to this job (same job id when both know one, same size).
+  static bool read_id_file(const std::string& path, const LaunchInfo& who, ncclUniqueId& id) {
+    std::ifstream f(path);
+    std::string magic, version, job;
+    int size = 0;
+    if (!(f >> magic >> version >> job >> size) || magic != "biflow-nccl-id" || version != "1") return false;
+    if (size != who.size || (!who.job_id.empty() && job != "-" && job != who.job_id)) return false;
+    for (char& c : id.internal) {
+      int v = -1;
+      if (!(f >> v) || v < 0 || v > 255) return false;
+      c = static_cast<char>(static_cast<unsigned char>(v));
+    }
+    return true;
   }
   template <class T>
   static ncclDataType_t type() {

@@ -16,6 +16,7 @@
 // i.e. G(·, w) is trained towards what inference-time CFG on G itself (two passes) would give, so one pass
 // at w replaces two; w = 0 rows keep the plain distillation target, so w = 0 is the conditional model.
 // Hidden targets stay the unguided trajectory (guidance acts on the output only).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -189,7 +190,14 @@ class ReverseTrainer {
     r.loss = o_.output_weight * r.output_loss + r.hidden_loss;
     g_.backward(gc, to_states(f_, dout_data), dhidden, GradMode::params_only);  // z is noise: no dz
     // The shared optimiser step: AdamW over G and the heads, the EMA over G alone (what one samples with).
-    const StepResult sr = opt_.step(params, g_, r.loss);
+    // Data parallel: the reported loss and its parts become means over the global batch with the gradients.
+    metrics_.assign({r.output_loss, r.hidden_loss});
+    metrics_.insert(metrics_.end(), r.hidden_terms.begin(), r.hidden_terms.end());
+    const StepResult sr = opt_.step(params, g_, r.loss, metrics_);
+    r.loss = sr.loss;
+    r.output_loss = metrics_[0];
+    r.hidden_loss = metrics_[1];
+    std::copy(metrics_.begin() + 2, metrics_.end(), r.hidden_terms.begin());
     r.grad_norm = sr.grad_norm;
     r.lr = sr.lr;
     r.skipped = sr.skipped;
@@ -220,6 +228,7 @@ class ReverseTrainer {
   OutDist out_;
   HidDist hid_;
   Optimization<B> opt_;
+  std::vector<double> metrics_;  // the step's reported parts of the loss (reduced with it under data parallelism)
 };
 
 }  // namespace biflow

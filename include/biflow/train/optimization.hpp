@@ -6,8 +6,11 @@
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <algorithm>
 #include <memory>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "adamw.hpp"
 #include "clip.hpp"
@@ -50,9 +53,10 @@ class Optimization {
 
   /// Finishes a step whose gradients `trainable` now holds (the caller zeroed them before its backward):
   /// clipping, guard, AdamW on `trainable`, EMA of `averaged` (the model whose weights one evaluates: the whole
-  /// trainable, or a part of it such as G without its training-only heads).
+  /// trainable, or a part of it such as G without its training-only heads). `metrics`: the loss's parts the
+  /// caller reports (each a mean over the batch); under data parallelism they become global means with the loss.
   template <HasParameters M, HasParameters E>
-  StepResult step(M& trainable, E& averaged, double loss) {
+  StepResult step(M& trainable, E& averaged, double loss, std::span<double> metrics = {}) {
     StepResult r;
     r.loss = loss;
     // Parameters and gradients in one flat buffer each (built at the first step, rebuilt if the model's
@@ -61,7 +65,13 @@ class Optimization {
       if (!flat_ || !flat_->bound_to(trainable)) flat_ = std::make_unique<FlatParameters<B>>(trainable);
       // Data parallelism: the global mean gradient and loss, before clipping and the guard see them, so every
       // rank clips, skips and steps alike.
-      if (reducer_) r.loss = reducer_(flat_->grads(), loss);
+      if (reducer_) {
+        scalars_.assign(1, loss);
+        scalars_.insert(scalars_.end(), metrics.begin(), metrics.end());
+        reducer_(flat_->grads(), scalars_);
+        r.loss = scalars_[0];
+        std::copy(scalars_.begin() + 1, scalars_.end(), metrics.begin());
+      }
       r.grad_norm = clip_grad_norm(*flat_, o_.clip);
     } else {
       if (reducer_)
@@ -120,9 +130,10 @@ class Optimization {
   /// whose tensors cannot be views).
   FlatParameters<B>* flat() { return flat_.get(); }
   /// Data parallelism (dist/data_parallel.hpp installs it): called at every step after the caller's backward and
-  /// before clipping, with the flat gradient buffer and the local loss; it leaves the global mean gradient in the
-  /// buffer and returns the loss to report (the global mean). Empty (the default): one process.
-  using GradientReducer = std::function<double(Tensor<B>& flat_grads, double local_loss)>;
+  /// before clipping, with the flat gradient buffer and the local scalars (the loss, then the step's metrics); it
+  /// leaves the global mean gradient in the buffer and the global means in the scalars. Empty (the default): one
+  /// process.
+  using GradientReducer = std::function<void(Tensor<B>& flat_grads, std::span<double> scalars)>;
   void set_gradient_reducer(GradientReducer r) { reducer_ = std::move(r); }
   bool reduces_gradients() const { return bool(reducer_); }
 
@@ -135,6 +146,7 @@ class Optimization {
   Counters c_;
   std::unique_ptr<FlatParameters<B>> flat_;
   GradientReducer reducer_;
+  std::vector<double> scalars_;
 };
 
 }  // namespace biflow

@@ -34,6 +34,29 @@ inline int device_count() {
                           "); a GPU or driver is present but unusable, which is not 'no device'"));
 }
 
+/// One process per GPU: makes current the device of the rank with index `local_rank` among the `local_size` ranks on
+/// its node, and returns it. With one visible device (the launcher narrowed CUDA_VISIBLE_DEVICES per process, as
+/// `srun --gpus-per-task=1` does) that is device 0; with at least as many devices as local ranks, device
+/// local_rank. Fewer devices than ranks is an error (NCCL refuses two ranks on one GPU). Call before the first Cuda
+/// tensor or gpu::context() of the process.
+inline int use_device_of_local_rank(int local_rank, int local_size) {
+  const int n = device_count();
+  if (n == 0) throw error("use_device_of_local_rank: this machine has no CUDA device");
+  if (local_rank < 0 || local_rank >= local_size)
+    throw usage_error(detail::cat("use_device_of_local_rank: local rank ", local_rank, " of ", local_size));
+  int d = 0;
+  if (n > 1) {
+    if (n < local_size)
+      throw usage_error(detail::cat(local_size, " ranks on this node but ", n, " visible CUDA devices: start one "
+                                    "process per GPU (or set CUDA_VISIBLE_DEVICES to one device per process)"));
+    d = local_rank;
+  }
+  const cudaError_t e = cudaSetDevice(d);
+  if (e != cudaSuccess)
+    throw error(detail::cat("cudaSetDevice(", d, ") failed: ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
+  return d;
+}
+
 /// True when the environment says a GPU must be present (BIFLOW_REQUIRE_GPU=1): then no device is a failure.
 inline bool gpu_required() {
   const char* v = std::getenv("BIFLOW_REQUIRE_GPU");
