@@ -249,3 +249,151 @@ TEST_CASE("launch_from_environment: Open MPI, SLURM, MPICH and torchrun variable
   CHECK(message<usage_error>([&] { read({{"RANK", "4"}, {"WORLD_SIZE", "4"}}); }).find("rank 4 of 4") !=
         std::string::npos);
 }
+
+// ---- overlapping the all-reduce with the backward ------------------------------------------------------------
+
+namespace {
+/// Rank 0 of 2 whose peer holds the same values (every mean is the value itself), with non-blocking all-reduces
+/// that complete only at the finish. It checks what a real engine cannot: a started range must not change before
+/// the finish (on MPI or NCCL that is a race — the sum would mix old and new gradients).
+struct AsyncScript {
+  struct Started {
+    const float* f;
+    const double* d;
+    long n;
+    std::vector<double> snapshot;
+  };
+  std::vector<Started> started;
+  long blocking = 0, values_started = 0, finishes = 0, modified_after_start = 0;
+  int rank() const { return 0; }
+  int size() const { return 2; }
+  template <class T>
+  void all_reduce(T*, long, dist::Reduce) {
+    ++blocking;
+  }
+  template <class T>
+  void broadcast(T*, long, int) {}
+  void barrier() {}
+  template <class T>
+  void start_all_reduce(T* p, long n, dist::Reduce) {
+    Started s{nullptr, nullptr, n, std::vector<double>(p, p + n)};
+    if constexpr (std::is_same_v<T, float>) s.f = p;
+    else s.d = p;
+    started.push_back(std::move(s));
+    values_started += n;
+  }
+  void finish_all_reduces() {
+    for (const Started& s : started)
+      for (long i = 0; i < s.n; ++i)
+        if ((s.f ? double(s.f[i]) : s.d[i]) != s.snapshot[std::size_t(i)]) {
+          ++modified_after_start;
+          break;
+        }
+    started.clear();
+    ++finishes;
+  }
+};
+static_assert(dist::OverlappingCommunicator<AsyncScript>);
+
+/// Runs two copies of a training run for `steps` steps — plainly, and data-parallel over AsyncScript with tiny
+/// buckets — and checks the overlap's contract. Run: built by make(), has model(), optimization(), step(s) -> loss.
+template <class Make>
+void check_overlap(Make make, int steps) {
+  auto plain = make(), dp = make();
+  AsyncScript comm;
+  const auto stats = dist::reduce_gradients(dp->optimization(), comm, {.overlap = true, .bucket_mb = 0.0008});
+  for (int s = 0; s < steps; ++s) CHECK(plain->step(s) == dp->step(s));
+  const long P = long(plain->optimization().flat()->size());
+  CHECK(comm.values_started == steps * P);  // every gradient value reduced exactly once per step
+  CHECK(comm.finishes == steps);
+  CHECK(comm.blocking == steps);            // the loss and metrics: one small all-reduce per step
+  CHECK(comm.modified_after_start == 0);    // no bucket started before its gradients were final
+  CHECK(stats->buckets >= steps * (P / 100));
+  CHECK(stats->early_buckets > 0);          // from the second step (the flat buffer exists) buckets start early
+  CHECK(flat_values(plain->model()) == flat_values(dp->model()));
+}
+}  // namespace
+
+TEST_CASE("data parallel with overlap (Sequential in Repeat): buckets start during the backward once final, every "
+          "value is reduced once, none changes after its start, training equals the plain run") {
+  using Pair = Sequential<AffineCoupling<D, MLP<D>>, AffineCoupling<D, MLP<D>>>;
+  using Flow = Repeat<dynamic, Pair>;
+  struct Run {
+    Flow f;
+    MleTrainer<Flow> t;
+    Tensor<D> x = randn<D>(32, 4, 5);
+    explicit Run(Flow flow, TrainOptions o) : f(std::move(flow)), t(f, o) {}
+    Flow& model() { return f; }
+    Optimization<D>& optimization() { return t.optimization(); }
+    double step(int) { return t.step(x).loss; }
+  };
+  check_overlap([] {
+    Rng r(7);
+    TrainOptions o;
+    o.total_steps = 20;
+    o.warmup = 2;
+    return std::make_unique<Run>(Flow(3, [&](std::size_t) {
+      return Pair(make_coupling<D>(masks::half(4, 0), {16}, r), make_coupling<D>(masks::half(4, 1), {16}, r));
+    }), o);
+  }, 5);
+}
+
+TEST_CASE("data parallel with overlap (TarFlow): block by block, with the same contract") {
+  struct Run {
+    TarFlow<D> f;
+    MleTrainer<TarFlow<D>> t;
+    Tensor<D> x, c;
+    Run(TarFlow<D> flow, TrainOptions o) : f(std::move(flow)), t(f, o) {
+      Rng r(3);
+      x = randn<D>(8, 16, 4);
+      std::vector<int> labels{0, 1, 2, 0, 1, 2, 3, 3};
+      c = from_host<D>(data::one_hot<double>(labels, 4 + 1));
+    }
+    TarFlow<D>& model() { return f; }
+    Optimization<D>& optimization() { return t.optimization(); }
+    double step(int) { return t.step(x, c).loss; }
+  };
+  check_overlap([] {
+    TarFlowConfig fc;
+    fc.image = {1, 4, 4, 2, PatchOrder::channel_major};
+    fc.width = 16;
+    fc.blocks = 3;
+    fc.layers = 1;
+    fc.heads = 2;
+    fc.num_classes = 4;
+    Rng r(11);
+    TrainOptions o;
+    o.total_steps = 20;
+    o.warmup = 2;
+    return std::make_unique<Run>(TarFlow<D>(fc, r), o);
+  }, 4);
+}
+
+TEST_CASE("data parallel with overlap (ReverseTrainer): G's stages start their buckets as the backward passes them") {
+  using F = Sequential<LULinear<D>, ActNorm<D>, LULinear<D>>;
+  using G = ReverseModel<D, MlpStage>;
+  struct Run {
+    F f;
+    G g;
+    HiddenAlignment<D> s;
+    ReverseTrainer<F, G, HiddenAlignment<D>> t;
+    typename ReverseTrainer<F, G, HiddenAlignment<D>>::Trainable trainable = t.trainable();  // G and the heads
+    Rng rng{5};
+    Tensor<D> x = randn<D>(16, 3, 4);
+    Run(F flow, const ReverseConfig& c, Rng& r)
+        : f(std::move(flow)), g(c, r), s(c, r), t(f, g, s, ReverseTrainOptions{}) {}
+    auto& model() { return trainable; }
+    Optimization<D>& optimization() { return t.optimization(); }
+    double step(int) { return t.step(x, {}, rng).loss; }
+  };
+  check_overlap([] {
+    Rng r(21);
+    ReverseConfig c;
+    c.tokens = 1;
+    c.token_dim = 3;
+    c.width = 16;
+    c.stages = 3;
+    c.layers = 1;
+    return std::make_unique<Run>(F(LULinear<D>(3, r), ActNorm<D>(3), LULinear<D>(3, r)), c, r);
+  }, 4);
+}

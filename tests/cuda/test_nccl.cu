@@ -8,7 +8,11 @@
 
 #include <biflow/biflow.hpp>
 #include <biflow/dist/nccl.cuh>
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
+#include <string>
 #include <vector>
 
 using namespace biflow;
@@ -61,6 +65,42 @@ TEST_CASE("nccl: a data-parallel MleTrainer on Cuda<float> with one NCCL rank ta
   const Tensor<G> x = StandardNormal::sample<G>(16, 4, dr);
   CHECK(to_host(a.forward(x).y) == to_host(b.forward(x).y));
   CHECK(dist::parameter_divergence(b, nccl) == 0.0);
+}
+
+TEST_CASE("nccl: the unique-id file bootstraps one rank and is removed; started all-reduces on the communicator's "
+          "stream finish with the blocking one's values; an overlapped data-parallel trainer takes the plain steps") {
+  const std::string file = "/tmp/biflow_nccl_test_" + std::to_string(::getpid()) + ".id";
+  dist::NcclCommunicator nccl(file, dist::LaunchInfo{}, {.timeout_seconds = 60});  // rank 0 of 1
+  CHECK(nccl.size() == 1);
+  CHECK_FALSE(std::filesystem::exists(file));  // rank 0 removes it once every rank has joined
+  HostMatrix<float> h(100, 3);
+  for (long i = 0; i < h.size(); ++i) h.data()[i] = float(i % 17) - 8.0f;
+  Tensor<G> t = from_host<G>(h);
+  nccl.start_all_reduce(t.data(), 150, dist::Reduce::mean);
+  nccl.start_all_reduce(t.data() + 150, 150, dist::Reduce::sum);
+  nccl.finish_all_reduces();
+  CHECK(to_host(t) == h);
+
+  auto make = [] {
+    Rng r(4);
+    return Sequential<AffineCoupling<G, MLP<G>>, AffineCoupling<G, MLP<G>>, AffineCoupling<G, MLP<G>>>(
+        make_coupling<G>(masks::half(4, 0), {32}, r), make_coupling<G>(masks::half(4, 1), {32}, r),
+        make_coupling<G>(masks::half(4, 0), {32}, r));
+  };
+  auto a = make(), b = make();
+  TrainOptions o;
+  o.total_steps = 10;
+  o.warmup = 2;
+  MleTrainer ta(a, o), tb(b, o);
+  const auto stats = dist::make_data_parallel(tb, b, nccl, {.overlap = true, .bucket_mb = 0.002});
+  Rng dr(9);
+  for (int s = 0; s < 10; ++s) {
+    const Tensor<G> x = StandardNormal::sample<G>(64, 4, dr);
+    CHECK(ta.step(x).loss == tb.step(x).loss);
+  }
+  CHECK(stats->early_buckets > 0);  // buckets started during the backward
+  const Tensor<G> x = StandardNormal::sample<G>(16, 4, dr);
+  CHECK(to_host(a.forward(x).y) == to_host(b.forward(x).y));
 }
 
 int main(int argc, char** argv) try {

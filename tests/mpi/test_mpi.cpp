@@ -63,6 +63,19 @@ TEST_CASE("MPI collectives: sum and mean all-reduce, broadcast from any root, in
   CHECK(to_host(t)(1, 1) == 1.0);
   CHECK_THROWS_AS(comm().broadcast(&b, 1, n), usage_error);
   comm().barrier();
+  // Started (non-blocking) all-reduces, progressed and finished: the blocking results, means applied at the finish.
+  std::vector<float> g(1000, float(r + 1));
+  std::vector<double> h(10, double(r));
+  comm().start_all_reduce(g.data(), 600, dist::Reduce::mean);
+  comm().start_all_reduce(g.data() + 600, 400, dist::Reduce::sum);
+  comm().start_all_reduce(h.data(), 10, dist::Reduce::sum);
+  comm().progress();
+  comm().finish_all_reduces();
+  CHECK(g[0] == doctest::Approx(double(n + 1) / 2));
+  CHECK(g[599] == doctest::Approx(double(n + 1) / 2));
+  CHECK(g[600] == doctest::Approx(double(n * (n + 1) / 2)));
+  CHECK(h[9] == double(n * (n - 1) / 2));
+  comm().finish_all_reduces();  // nothing started: nothing to do
 }
 
 TEST_CASE("MPI local ranks: on one node the local rank is the rank and the local size the world size; the local "
@@ -92,6 +105,12 @@ TEST_CASE("MPI data parallel: 2 ranks at global batch B follow 1 process at batc
           "clipping active)") {
   const int r = comm().rank(), n = comm().size();
   const long B = 64;
+  // One all-reduce pass after the backward; buckets overlapped with it (one 4 MB bucket; 60-value buckets that
+  // start while the backward runs, MPI_Iallreduce).
+  dist::DataParallelOptions how{};
+  SUBCASE("after the backward") { how.overlap = false; }
+  SUBCASE("overlapped, one bucket") { how.overlap = true; }
+  SUBCASE("overlapped, small buckets") { how.bucket_mb = 0.0005; }
   Net dp = make_net(11 + std::uint64_t(r)), single = make_net(11);  // dp's ranks start different: the broadcast fixes it
   TrainOptions o;
   o.total_steps = 30;
@@ -99,7 +118,7 @@ TEST_CASE("MPI data parallel: 2 ranks at global batch B follow 1 process at batc
   o.lr = 3e-3;
   o.clip = 0.5;  // small: clipping acts, on the global norm
   MleTrainer tdp(dp, o), ts(single, o);
-  dist::make_data_parallel(tdp, dp, comm());
+  const auto stats = dist::make_data_parallel(tdp, dp, comm(), how);
   const dist::Shard sh = dist::shard(B, r, n);
   double max_loss_gap = 0;
   long clipped = 0;
@@ -119,6 +138,8 @@ TEST_CASE("MPI data parallel: 2 ranks at global batch B follow 1 process at batc
   INFO("largest parameter difference " << gap);
   CHECK(gap < 1e-9);
   CHECK(dist::parameter_divergence(dp, comm()) == 0.0);  // the ranks never drift apart
+  if (how.overlap && how.bucket_mb < 0.001) CHECK(stats->early_buckets > 0);
+  if (!how.overlap) CHECK(stats->early_buckets == 0);
 }
 
 TEST_CASE("MPI data parallel: a non-finite loss on one rank makes every rank skip the step") {

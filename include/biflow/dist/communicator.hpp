@@ -29,6 +29,20 @@ concept Communicator = requires(C& c, float* f, double* d, long n) {
   c.barrier();
 };
 
+/// A communicator that can start an all-reduce and finish it later (MPI_Iallreduce, NCCL on its own stream), so
+/// that data-parallel training overlaps the gradients' all-reduce with the rest of the backward:
+///   start_all_reduce(p, n, op)   begins reducing p[0, n) in place; p must not be touched until the finish
+///   finish_all_reduces()         completes every started one, in the order started
+///   progress()                   (optional) lets the engine advance the started ones (MPI progresses only inside
+///                                its calls)
+/// Every rank must start the same all-reduces in the same order.
+template <class C>
+concept OverlappingCommunicator = Communicator<C> && requires(C& c, float* f, double* d, long n) {
+  c.start_all_reduce(f, n, Reduce::sum);
+  c.start_all_reduce(d, n, Reduce::sum);
+  c.finish_all_reduces();
+};
+
 /// One process: rank 0 of 1; every collective is the identity (a mean over one rank is the value itself).
 class SingleProcess {
  public:
@@ -53,6 +67,12 @@ inline constexpr bool takes_device_pointers = [] {
 }();
 template <class B>
 inline constexpr bool host_tensors = std::same_as<B, Cpu<typename B::scalar>>;
+/// Whether `c` really overlaps (an AnyCommunicator says so at run time).
+template <class C>
+bool overlaps(const C& c) {
+  if constexpr (requires { { c.overlaps() } -> std::convertible_to<bool>; }) return c.overlaps();
+  else return OverlappingCommunicator<C>;
+}
 /// Whether `c` takes device pointers: known at compile time, or asked at run time of a type-erased communicator.
 template <class C>
 bool passes_device_pointers(const C& c) {
@@ -80,6 +100,13 @@ class AnyCommunicator {
   /// Whether the communicator behind it takes device pointers (NCCL): then dist::all_reduce / broadcast pass a
   /// device tensor's memory straight through instead of staging it through the host.
   bool takes_device_pointers() const { return impl_->device_pointers(); }
+  /// Whether the communicator behind it starts all-reduces without waiting (OverlappingCommunicator). When it does
+  /// not, start_all_reduce reduces at once and finish_all_reduces has nothing to do.
+  bool overlaps() const { return impl_->overlaps(); }
+  void start_all_reduce(float* p, long n, Reduce op) { impl_->start_all_reduce(p, n, op); }
+  void start_all_reduce(double* p, long n, Reduce op) { impl_->start_all_reduce(p, n, op); }
+  void finish_all_reduces() { impl_->finish_all_reduces(); }
+  void progress() { impl_->progress(); }
 
  private:
   struct Base {
@@ -92,6 +119,11 @@ class AnyCommunicator {
     virtual void broadcast(double*, long, int) = 0;
     virtual void barrier() = 0;
     virtual bool device_pointers() const = 0;
+    virtual bool overlaps() const = 0;
+    virtual void start_all_reduce(float*, long, Reduce) = 0;
+    virtual void start_all_reduce(double*, long, Reduce) = 0;
+    virtual void finish_all_reduces() = 0;
+    virtual void progress() = 0;
   };
   template <class C>
   struct Impl final : Base {
@@ -105,10 +137,24 @@ class AnyCommunicator {
     void broadcast(double* p, long n, int root) override { c.broadcast(p, n, root); }
     void barrier() override { c.barrier(); }
     bool device_pointers() const override { return comm_detail::takes_device_pointers<C>; }
+    bool overlaps() const override { return OverlappingCommunicator<C>; }
+    template <class T>
+    void start(T* p, long n, Reduce op) {
+      if constexpr (OverlappingCommunicator<C>) c.start_all_reduce(p, n, op);
+      else c.all_reduce(p, n, op);
+    }
+    void start_all_reduce(float* p, long n, Reduce op) override { start(p, n, op); }
+    void start_all_reduce(double* p, long n, Reduce op) override { start(p, n, op); }
+    void finish_all_reduces() override {
+      if constexpr (OverlappingCommunicator<C>) c.finish_all_reduces();
+    }
+    void progress() override {
+      if constexpr (requires { c.progress(); }) c.progress();
+    }
   };
   std::shared_ptr<Base> impl_;
 };
-static_assert(Communicator<AnyCommunicator>);
+static_assert(OverlappingCommunicator<AnyCommunicator>);
 
 
 /// In-place all-reduce of a tensor (every rank passes the same shape).

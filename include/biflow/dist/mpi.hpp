@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../core/errors.hpp"
 #include "communicator.hpp"
@@ -100,6 +101,37 @@ class MpiCommunicator {
       done += m;
     }
   }
+  /// Non-blocking all-reduce (MPI_Iallreduce, in place): data must stay untouched until finish_all_reduces().
+  template <class T>
+  void start_all_reduce(T* data, long n, Reduce op) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "MpiCommunicator: float or double data");
+    for (long done = 0; done < n;) {
+      const int m = int(std::min<long>(n - done, INT_MAX));
+      MPI_Request r = MPI_REQUEST_NULL;
+      check(MPI_Iallreduce(MPI_IN_PLACE, data + done, m, type<T>(), MPI_SUM, comm_, &r), "MPI_Iallreduce");
+      requests_.push_back(r);
+      pending_.push_back({data + done, m, std::is_same_v<T, float>, op == Reduce::mean});
+      done += m;
+    }
+  }
+  /// Lets MPI advance the started all-reduces (Open MPI progresses non-blocking collectives only inside its calls).
+  void progress() {
+    if (requests_.empty()) return;
+    int flag = 0;
+    check(MPI_Testall(int(requests_.size()), requests_.data(), &flag, MPI_STATUSES_IGNORE), "MPI_Testall");
+  }
+  /// Waits for every started all-reduce and applies the means.
+  void finish_all_reduces() {
+    if (requests_.empty()) return;
+    check(MPI_Waitall(int(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+    for (const Pending& p : pending_) {
+      if (!p.mean || size_ == 1) continue;
+      if (p.is_float) scale(static_cast<float*>(p.data), p.n);
+      else scale(static_cast<double*>(p.data), p.n);
+    }
+    requests_.clear();
+    pending_.clear();
+  }
   void barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
   /// Ends every rank of the job (what to do when this rank cannot go on and the others would wait for it).
   [[noreturn]] void abort(int code = 1) {
@@ -119,9 +151,21 @@ class MpiCommunicator {
     MPI_Error_string(rc, msg, &len);
     throw communication_error(detail::cat(what, " failed on rank ", rank_, " of ", size_, ": ", std::string(msg, len)));
   }
+  template <class T>
+  void scale(T* data, long n) const {
+    const T s = T(1) / T(size_);
+    for (long i = 0; i < n; ++i) data[i] *= s;
+  }
+  struct Pending {
+    void* data;
+    long n;
+    bool is_float, mean;
+  };
+  std::vector<MPI_Request> requests_;
+  std::vector<Pending> pending_;
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
 };
-static_assert(Communicator<MpiCommunicator>);
+static_assert(OverlappingCommunicator<MpiCommunicator>);
 
 }  // namespace biflow::dist

@@ -95,6 +95,8 @@ class NcclCommunicator {
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
   ~NcclCommunicator() {
     if (scratch_) cudaFree(scratch_);
+    if (event_) cudaEventDestroy(event_);
+    if (comm_stream_) cudaStreamDestroy(comm_stream_);
     if (comm_) ncclCommDestroy(comm_);
   }
 
@@ -125,12 +127,34 @@ class NcclCommunicator {
     float one = 1;
     all_reduce(&one, 1, Reduce::sum);
   }
+  /// Starts an all-reduce of device memory on the communicator's own stream, after the work queued so far on the
+  /// compute stream (which wrote the data) and concurrently with what is queued next: data-parallel training
+  /// overlaps the gradient buckets' all-reduce with the rest of the backward. Host memory is reduced at once.
+  template <class T>
+  void start_all_reduce(T* data, long n, Reduce op) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "NcclCommunicator: float or double data");
+    if (n <= 0) return;
+    if (!is_device(data)) return all_reduce(data, n, op);
+    gpu::check(cudaEventRecord(event_, gpu::context().stream()), "cudaEventRecord");
+    gpu::check(cudaStreamWaitEvent(comm_stream_, event_, 0), "cudaStreamWaitEvent");
+    check(ncclAllReduce(data, data, std::size_t(n), type<T>(), op == Reduce::mean ? ncclAvg : ncclSum, comm_,
+                        comm_stream_), "ncclAllReduce (started)");
+    started_ = true;
+  }
+  /// Waits for every started all-reduce (watching NCCL's errors and the timeout).
+  void finish_all_reduces() {
+    if (!started_) return;
+    started_ = false;
+    wait("ncclAllReduce (started)", comm_stream_);
+  }
 
  private:
   void init(const ncclUniqueId& id, int rank, int size) {
     rank_ = rank;
     size_ = size;
     check(ncclCommInitRank(&comm_, size, id, rank), "ncclCommInitRank");
+    gpu::check(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    gpu::check(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
   }
   /// The id from rank 0's file, if it exists and belongs to this job (same job id when both know one, same size).
   static bool read_id_file(const std::string& path, const LaunchInfo& who, ncclUniqueId& id) {
@@ -179,9 +203,9 @@ class NcclCommunicator {
     gpu::check(cudaMemcpyAsync(data, d, bytes, cudaMemcpyDeviceToHost, s), "cudaMemcpyAsync");
     wait(what);
   }
-  /// Waits for the stream, watching NCCL's asynchronous errors and the timeout.
-  void wait(const char* what) {
-    const cudaStream_t s = gpu::context().stream();
+  /// Waits for the stream (the compute stream by default), watching NCCL's asynchronous errors and the timeout.
+  void wait(const char* what, cudaStream_t s = nullptr) {
+    if (!s) s = gpu::context().stream();
     const auto start = std::chrono::steady_clock::now();
     for (;;) {
       const cudaError_t q = cudaStreamQuery(s);
@@ -215,7 +239,10 @@ class NcclCommunicator {
   int rank_ = 0, size_ = 1;
   void* scratch_ = nullptr;
   std::size_t scratch_bytes_ = 0;
+  cudaStream_t comm_stream_ = nullptr;  // started all-reduces run here, beside the compute stream
+  cudaEvent_t event_ = nullptr;
+  bool started_ = false;
 };
-static_assert(Communicator<NcclCommunicator>);
+static_assert(OverlappingCommunicator<NcclCommunicator>);
 
 }  // namespace biflow::dist

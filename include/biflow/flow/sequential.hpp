@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "../nn/gradient_ready.hpp"
 #include "flow_layer.hpp"
 
 namespace biflow {
@@ -120,13 +121,17 @@ class Sequential : public FlowLayerBase<Sequential<Ls...>, typename std::tuple_e
   FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, const P& policy, const Opt& opt) const {
     return run_inverse(y, cond, policy, opt);
   }
+  /// `ready` (data-parallel training): told after each layer's backward that the layer's gradients are final.
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
-                     GradMode mode = GradMode::all) {
+                     GradMode mode = GradMode::all, const GradientReady<B>* ready = nullptr) {
     Tensor<B> g = dy;
+    auto one = [&](auto& layer, const auto& c, GradMode m) {
+      g = backward_with_ready(layer, ready, c, g, dlogdet, m);
+      if (ready) ready->done(layer);
+    };
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       constexpr std::size_t n = sizeof...(Ls);
-      ((g = std::get<n - 1 - I>(layers_).backward(std::get<n - 1 - I>(ctx), g, dlogdet,
-                                                  n - 1 - I == 0 ? mode : inner(mode))), ...);
+      (one(std::get<n - 1 - I>(layers_), std::get<n - 1 - I>(ctx), n - 1 - I == 0 ? mode : inner(mode)), ...);
     }(std::index_sequence_for<Ls...>{});
     return g;
   }
@@ -268,10 +273,14 @@ class Repeat : public FlowLayerBase<Repeat<N, Block>, typename Block::backend> {
   FlowOut<B> inverse_impl(const Tensor<B>& y, const Tensor<B>& cond, const P& policy, const Opt& opt) const {
     return run_inverse(y, cond, policy, opt);
   }
+  /// `ready` (data-parallel training): told after each block's backward that the block's gradients are final.
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
-                     GradMode mode = GradMode::all) {
+                     GradMode mode = GradMode::all, const GradientReady<B>* ready = nullptr) {
     Tensor<B> g = dy;
-    for (std::size_t i = blocks_.size(); i-- > 0;) g = blocks_[i].backward(ctx[i], g, dlogdet, i == 0 ? mode : inner(mode));
+    for (std::size_t i = blocks_.size(); i-- > 0;) {
+      g = backward_with_ready(blocks_[i], ready, ctx[i], g, dlogdet, i == 0 ? mode : inner(mode));
+      if (ready) ready->done(blocks_[i]);
+    }
     return g;
   }
   void data_init(const Tensor<B>& x, const Tensor<B>& cond = {}) {

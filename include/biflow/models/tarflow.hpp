@@ -81,9 +81,10 @@ class TarFlow : public FlowLayerBase<TarFlow<B>, B> {
   FlowOut<B> inverse_impl(const Tensor<B>& z, const Tensor<B>& cond, const P& policy, const Opt& opt) const {
     return seq_detail::child_inverse(flow_, z, cond, policy, opt);
   }
+  /// `ready` (data-parallel training): told block by block that gradients are final.
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dy, const Tensor<B>& dlogdet,
-                     GradMode mode = GradMode::all) {
-    return flow_.backward(ctx, dy, dlogdet, mode);
+                     GradMode mode = GradMode::all, const GradientReady<B>* ready = nullptr) {
+    return flow_.backward(ctx, dy, dlogdet, mode, ready);
   }
 
   /// The inverse without KV cache (O(T²) transformer passes per block): the reference the cached decode is

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../nn/embedding.hpp"
+#include "../nn/gradient_ready.hpp"
 #include "../nn/linear.hpp"
 #include "../nn/mlp.hpp"
 #include "stages.hpp"
@@ -108,8 +109,13 @@ class ReverseModel {
   /// dout: N x T·D gradient of the output; dhidden[j] (j < S' − 1, each empty or shaped as ctx.hidden[j])
   /// gradients reaching the stage states from hidden losses. Accumulates parameter gradients, returns dz.
   /// mode: G's input is noise, so a trainer asks for GradMode::params_only (no dz).
+  /// ready (data-parallel training): told stage by stage that gradients are final (the input projection and the
+  /// embeddings, which every stage feeds, only at the end).
   Tensor<B> backward(const Context& ctx, const Tensor<B>& dout, const std::vector<Tensor<B>>& dhidden = {},
-                     GradMode mode = GradMode::all) {
+                     GradMode mode = GradMode::all, const GradientReady<B>* ready = nullptr) {
+    auto finished = [ready](auto& part) {
+      if (ready) ready->done(part);
+    };
     const GradMode m = inner(mode);
     const long N = ctx.n, Tn = cfg_.tokens, D = cfg_.token_dim, W = cfg_.width, S = num_stages();
     require_shape("ReverseModel.backward: dout", dout, N, Tn * D);
@@ -131,17 +137,25 @@ class ReverseModel {
         if (j + 1 < S)
           if (const Tensor<B>* h = hidden_grad(j)) add_inplace(g, *h);
         Tensor<B> du = stages[js].backward(ctx.stages[js], readouts[js].backward(ctx.readout[js], g, m), m);
+        finished(readouts[js]);
+        finished(stages[js]);
         add_inplace(dE, du);
-        if (j > 0) g = embeds[js].backward(ctx.embed[js], du, m);
-        else dz = proj_in.backward(ctx.in, du, mode);
+        if (j > 0) {
+          g = embeds[js].backward(ctx.embed[js], du, m);
+          finished(embeds[js]);
+        } else {
+          dz = proj_in.backward(ctx.in, du, mode);
+        }
       }
     } else {
       Tensor<B> du = proj_out.backward(ctx.out, reshaped(dout, N * Tn, D), m);
+      finished(proj_out);
       for (long j = S; j-- > 0;) {
         const auto js = std::size_t(j);
         if (j + 1 < S)
           if (const Tensor<B>* h = hidden_grad(j)) add_inplace(du, *h);
         du = stages[js].backward(ctx.stages[js], du, m);
+        finished(stages[js]);
       }
       add_inplace(dE, du);
       dz = proj_in.backward(ctx.in, du, mode);

@@ -188,7 +188,8 @@ class ReverseTrainer {
     Tensor<B> dout_data;
     r.output_loss = distance_loss(out_, to_data(f_, out), to_data(f_, out_target), o_.output_weight, dout_data);
     r.loss = o_.output_weight * r.output_loss + r.hidden_loss;
-    g_.backward(gc, to_states(f_, dout_data), dhidden, GradMode::params_only);  // z is noise: no dz
+    // z is noise: no dz. Data parallel: G's stages' gradients start their all-reduce as the backward passes them.
+    backward_with_ready(g_, opt_.gradient_ready(params), gc, to_states(f_, dout_data), dhidden, GradMode::params_only);
     // The shared optimiser step: AdamW over G and the heads, the EMA over G alone (what one samples with).
     // Data parallel: the reported loss and its parts become means over the global batch with the gradients.
     metrics_.assign({r.output_loss, r.hidden_loss});

@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "../flow/distribution.hpp"
+#include "../nn/gradient_ready.hpp"
 
 namespace biflow {
 
@@ -21,9 +22,10 @@ struct NllRow {  // ½Σz² + D/2 log 2π − logdet, per row
 /// The log-det comes from `policy`: the closed forms (logdet::analytic), or a stochastic estimate for layers without
 /// one (residual flows: logdet::russian_roulette gives an unbiased loss and gradient, logdet::hutchinson a biased
 /// one) — then the returned loss is that estimate, not the exact NLL (evaluate with `nll` for that).
+/// `ready` (data-parallel training) is handed to the flow's backward when it takes one.
 template <ForwardFlowLayer F, LogDetPolicy P = logdet::Analytic>
 double nll_forward_backward(F& flow, const Tensor<typename F::backend>& x, const Tensor<typename F::backend>& cond = {},
-                            const P& policy = {}) {
+                            const P& policy = {}, const GradientReady<typename F::backend>* ready = nullptr) {
   static_assert(P::compute, "nll_forward_backward: the NLL needs the log-det; logdet::None computes none "
                             "(train with logdet::analytic or a stochastic policy)");
   static_assert(!std::is_same_v<P, logdet::BruteForce>, "nll_forward_backward: logdet::BruteForce is for verification "
@@ -38,8 +40,8 @@ double nll_forward_backward(F& flow, const Tensor<typename F::backend>& x, const
   const double loss = double(sum(per_row)) / n;
   // d loss / dz = z / n;  d loss / d logdet = -1 / n.
   // x is data: parameter gradients only (the first layer skips its input-gradient work).
-  flow.backward(ctx, zip(fn::Scale{1.0 / n}, o.y), constant<B>(x.rows(), 1, typename B::scalar(-1.0 / n)),
-                GradMode::params_only);
+  backward_with_ready(flow, ready, ctx, zip(fn::Scale{1.0 / n}, o.y),
+                      constant<B>(x.rows(), 1, typename B::scalar(-1.0 / n)), GradMode::params_only);
   return loss;
 }
 

@@ -3,15 +3,16 @@
 // caller's backward, clip the global gradient norm, guard against a non-finite loss or gradient (skip the step,
 // count it, stop after K in a row), take the cosine-with-warm-up learning rate, step AdamW, update the EMA, and
 // count. Its whole state (AdamW moments, EMA average, counters) is what a checkpoint saves (checkpoint.hpp).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
-#include <algorithm>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "../nn/gradient_ready.hpp"
 #include "adamw.hpp"
 #include "clip.hpp"
 #include "ema.hpp"
@@ -62,7 +63,10 @@ class Optimization {
     // Parameters and gradients in one flat buffer each (built at the first step, rebuilt if the model's
     // parameters stop being its views): clipping, AdamW and EMA are then a few passes over the whole model.
     if constexpr (ViewableTensors<B>) {
-      if (!flat_ || !flat_->bound_to(trainable)) flat_ = std::make_unique<FlatParameters<B>>(trainable);
+      if (!flat_ || !flat_->bound_to(trainable)) {
+        ready_.reset();  // it points into the old buffer
+        flat_ = std::make_unique<FlatParameters<B>>(trainable);
+      }
       // Data parallelism: the global mean gradient and loss, before clipping and the guard see them, so every
       // rank clips, skips and steps alike.
       if (reducer_) {
@@ -135,6 +139,29 @@ class Optimization {
   /// process.
   using GradientReducer = std::function<void(Tensor<B>& flat_grads, std::span<double> scalars)>;
   void set_gradient_reducer(GradientReducer r) { reducer_ = std::move(r); }
+  /// Overlap (dist/data_parallel.hpp installs it with the reducer): hears, during the caller's backward, which
+  /// ranges [begin, end) of the flat gradient buffer are final, so their all-reduce can start before the backward
+  /// ends. The reducer then finishes what is left.
+  using ReadyHook = std::function<void(Tensor<B>& flat_grads, long begin, long end)>;
+  void set_gradient_ready_hook(ReadyHook h) {
+    ready_hook_ = std::move(h);
+    ready_.reset();
+  }
+  /// What a trainer hands its model's backward (nn/gradient_ready.hpp): null without an overlap hook, or before the
+  /// first step has built the flat buffer of `trainable`.
+  template <HasParameters M>
+  const GradientReady<B>* gradient_ready(M& trainable) {
+    if constexpr (ViewableTensors<B>) {
+      if (!ready_hook_ || !flat_ || !flat_->bound_to(trainable)) return nullptr;
+      if (!ready_)
+        ready_ = std::make_unique<GradientReady<B>>(flat_->grads().data(), flat_->size(), [this](long b, long e) {
+          ready_hook_(flat_->grads(), b, e);
+        });
+      return ready_.get();
+    } else {
+      return nullptr;
+    }
+  }
   bool reduces_gradients() const { return bool(reducer_); }
 
  private:
@@ -146,6 +173,8 @@ class Optimization {
   Counters c_;
   std::unique_ptr<FlatParameters<B>> flat_;
   GradientReducer reducer_;
+  ReadyHook ready_hook_;
+  std::unique_ptr<GradientReady<B>> ready_;
   std::vector<double> scalars_;
 };
 

@@ -23,7 +23,7 @@ class MleTrainer {
   /// One optimisation step on batch x (and context cond for conditional flows).
   StepResult step(const Tensor<B>& x, const Tensor<B>& cond = {}) {
     zero_grad(flow_);
-    const double loss = nll_forward_backward(flow_, x, cond, policy_);
+    const double loss = nll_forward_backward(flow_, x, cond, policy_, opt_.gradient_ready(flow_));
     return opt_.step(flow_, loss);
   }
   long steps() const { return opt_.steps(); }
