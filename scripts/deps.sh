@@ -10,6 +10,11 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
 command -v pkg-config >/dev/null || need+=(pkg-config)
+# Serial OpenBLAS and BLIS: candidates for the Cpu backend's GEMM engine (BIFLOW_CPU_BLAS=auto measures them against
+# Eigen at configure time and keeps the faster; cmake/biflowCpuBlas.cmake).
+arch=$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+[ -f "/usr/include/$arch/openblas-serial/cblas.h" ] || need+=(libopenblas-serial-dev)
+[ -f "/usr/include/$arch/blis-serial/cblas.h" ] || need+=(libblis-serial-dev)
 # MPI for data-parallel training (biflow::mpi) and its tests; not needed by the demo (BIFLOW_DEPS_NO_MPI=1).
 if [ -z "${BIFLOW_DEPS_NO_MPI:-}" ]; then
   command -v mpicxx >/dev/null || need+=(libopenmpi-dev)

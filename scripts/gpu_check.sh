@@ -54,7 +54,8 @@ case "${1:-}" in
   build)
     build=${2:-build-gpu}
     cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DBIFLOW_ENABLE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-      -DBIFLOW_BUILD_EXAMPLES=ON -DBIFLOW_BUILD_BENCHMARKS=ON > /dev/null || exit 1
+      -DBIFLOW_BUILD_EXAMPLES=ON -DBIFLOW_BUILD_BENCHMARKS=ON -DBIFLOW_CPU_BLAS=eigen > /dev/null || exit 1
+    # (Eigen for the Cpu side: the GPU machine has no OpenBLAS/BLIS to load.)
     cmake --build "$build" -j "$(nproc)" --target biflow_cuda_tests biflow_nccl_tests bench_cuda latent_biflow_cuda \
       toy_density_cuda ||
       exit 1

@@ -3,6 +3,8 @@
 // (backend/cpu/allocator.hpp), core/fast_math.hpp, backend/cpu/parallel.hpp, backend/host_linalg.hpp,
 // backend/cpu/memory.hpp. The Cuda twins are compared against these in tests/cuda.
 #include <cstdio>
+#include <limits>
+#include <memory>
 
 #include "helpers.hpp"
 
@@ -29,6 +31,34 @@ TEST_CASE_TEMPLATE("gemm equals the naive triple loop for every transpose combin
   Tensor<B> wrong(2, 2);
   CHECK(message<shape_error>([&] { gemm(randn<B>(3, 4, 1), false, randn<B>(4, 5, 2), false, wrong, T(1), T(1)); })
             .find("accumulating into a 2x2 tensor, expected 3x5") != std::string::npos);
+}
+
+TEST_CASE_TEMPLATE("gemm at BLAS sizes (the configured engine: Eigen or a CBLAS from its crossover up) equals a double "
+                   "reference, on views, in row blocks, overwriting NaN when beta is 0", B, CPU_BACKENDS) {
+  using T = typename B::scalar;
+  INFO("Cpu GEMM engine: " << cpu::gemm_engine() << " from m*n*k >= " << cpu::min_blas_mnk());
+  struct Case {
+    long m, k, n;
+  };
+  for (const Case cs : {Case{300, 70, 130}, Case{2048, 64, 64}, Case{64, 512, 96}})
+    for (int ta = 0; ta < 2; ++ta)
+      for (int tb = 0; tb < 2; ++tb) {
+        const long m = cs.m, k = cs.k, n = cs.n;
+        // Operands as views into a larger buffer, as parameters are views of the flat buffer.
+        auto store = std::make_shared<Tensor<B>>(randn<B>(1, 7 + (m + n) * k, 4));
+        Tensor<B> a, b;
+        a.bind_view(store, 7, ta ? k : m, ta ? m : k);
+        b.bind_view(store, 7 + m * k, tb ? n : k, tb ? k : n);
+        const HostMatrix<double> ad = to_host(a).template cast<double>(), bd = to_host(b).template cast<double>();
+        const HostMatrix<double> want = (ta ? HostMatrix<double>(ad.transpose()) : ad) *
+                                        (tb ? HostMatrix<double>(bd.transpose()) : bd);
+        Tensor<B> c = constant<B>(m, n, std::numeric_limits<T>::quiet_NaN());
+        gemm(a, ta, b, tb, c, T(1), T(0));
+        const double tol = std::is_same_v<T, float> ? 1e-4 * double(k) : 1e-12 * double(k);
+        CHECK((to_host(c).template cast<double>() - want).cwiseAbs().maxCoeff() < tol);
+        gemm(a, ta, b, tb, c, T(-0.5), T(1));  // accumulate: C = want - want / 2
+        CHECK((to_host(c).template cast<double>() - 0.5 * want).cwiseAbs().maxCoeff() < tol);
+      }
 }
 
 TEST_CASE_TEMPLATE("map broadcasts rows and columns; zip shapes its result like the largest input", B, CPU_BACKENDS) {

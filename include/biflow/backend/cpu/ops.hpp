@@ -3,6 +3,9 @@
 // same signature; layers call them unqualified and overload resolution picks the backend.
 #include "../../core/config.hpp"  // before Eigen
 #include <Eigen/Dense>
+#if defined(BIFLOW_CPU_CBLAS)
+#include <cblas.h>  // a serial OpenBLAS or BLIS (cmake/biflowCpuBlas.cmake)
+#endif
 #include <algorithm>
 #include <cmath>
 #include <tuple>
@@ -15,6 +18,40 @@
 
 namespace biflow {
 
+namespace cpu {
+/// The engine of the Cpu backend's GEMMs, fixed when the program is compiled: "eigen", or a serial CBLAS for the
+/// products at or above min_blas_mnk() (biflow's CMake sets it: BIFLOW_CPU_BLAS=auto|eigen|openblas|blis).
+constexpr const char* gemm_engine() {
+#if defined(BIFLOW_CPU_CBLAS)
+  return BIFLOW_CPU_BLAS_NAME;
+#else
+  return "eigen";
+#endif
+}
+/// The smallest m·n·k sent to the BLAS (the probe's crossover); 0 without one.
+constexpr double min_blas_mnk() {
+#if defined(BIFLOW_CPU_CBLAS)
+  return double(BIFLOW_CPU_BLAS_MIN_MNK);
+#else
+  return 0;
+#endif
+}
+}  // namespace cpu
+
+#if defined(BIFLOW_CPU_CBLAS)
+namespace detail {
+inline void cblas_gemm(bool ta, bool tb, long m, long n, long k, float alpha, const float* a, long lda, const float* b,
+                       long ldb, float beta, float* c, long ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
+              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+inline void cblas_gemm(bool ta, bool tb, long m, long n, long k, double alpha, const double* a, long lda,
+                       const double* b, long ldb, double beta, double* c, long ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
+              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+}  // namespace detail
+#endif
 
 /// C = alpha * op(A) op(B) + beta * C. C is resized (and beta must be 0) when its shape does not match.
 template <class T>
@@ -22,6 +59,23 @@ void gemm(const Tensor<Cpu<T>>& a, bool trans_a, const Tensor<Cpu<T>>& b, bool t
           T alpha = T(1), T beta = T(0)) {
   const detail::GemmShape sh = detail::gemm_shape(a, trans_a, b, trans_b, c, beta);
   if (sh.resize_c) c = Tensor<Cpu<T>>(sh.m, sh.n, uninit);
+#if defined(BIFLOW_CPU_CBLAS)
+  // The BLAS from its measured crossover up; tensors are dense row-major (views too), as CBLAS wants them. Each
+  // thread's block of rows is one serial BLAS call, so the row split below stays the only source of threads.
+  if (sh.m > 0 && sh.n > 0 && sh.k > 0 && double(sh.m) * double(sh.n) * double(sh.k) >= cpu::min_blas_mnk()) {
+    auto blas_rows = [&](long r0, long r1) {
+      const T* ap = trans_a ? a.data() + r0 : a.data() + r0 * a.cols();
+      detail::cblas_gemm(trans_a, trans_b, r1 - r0, sh.n, sh.k, alpha, ap, a.cols(), b.data(), b.cols(), beta,
+                         c.data() + r0 * sh.n, sh.n);
+    };
+    const int nt = cpu::threads();
+    if (nt > 1 && sh.m >= 2 * nt && double(sh.m) * double(sh.n) * double(sh.k) >= double(1L << 22))
+      cpu::parallel_range(sh.m, (sh.m + nt - 1) / nt, blas_rows);
+    else
+      blas_rows(0, sh.m);
+    return;
+  }
+#endif
   auto C = c.eigen();
   const auto A = a.eigen();
   const auto Bm = b.eigen();
