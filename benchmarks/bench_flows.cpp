@@ -12,6 +12,9 @@
 
 #include <biflow/biflow.hpp>
 
+// Every run names the Cpu GEMM engine it measured (BIFLOW_CPU_BLAS; docs/performance.md).
+static const bool biflow_engine_context = (benchmark::AddCustomContext("gemm_engine", biflow::cpu::gemm_engine()), true);
+
 using namespace biflow;
 using F = Cpu<float>;
 using RealNVP = Repeat<dynamic, AffineCoupling<F>>;

@@ -278,7 +278,8 @@ int run(F& flow, const std::string& model, const examples::Args& a, const HostMa
       << ",\n  \"seconds\": " << seconds << ",\n  \"steps_per_second\": " << (run_steps > 0 ? double(run_steps) / seconds : 0.0)
       << ",\n  \"median_step_ms\": " << median_ms
       << ",\n  \"train_nll\": " << train_nll << ",\n  \"test_nll\": " << test_nll
-      << ",\n  \"gaussian_test_nll\": " << gauss << ",\n  \"ranks\": " << comm.size();
+      << ",\n  \"gaussian_test_nll\": " << gauss << ",\n  \"ranks\": " << comm.size()
+      << ",\n  \"gemm_engine\": \"" << cpu::gemm_engine() << "\"";
     if (std::isfinite(integral)) f << ",\n  \"density_integral\": " << integral;
     if (rsteps > 0)
       f << ",\n  \"reverse_recon_mse\": " << recon << ",\n  \"reverse_sample_nll_learned\": " << nll_learned

@@ -18,6 +18,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(HERE))
+from machine import cpu_model, isa  # noqa: E402
 
 
 def save(tmp, name, train, test):
@@ -87,7 +89,7 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads))
     os.environ.update(env)
     import torch
-    lines = [f"seeds: {a.seeds}; machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+    lines = [f"seeds: {a.seeds}; machine: {cpu_model()} ({isa()}), {os.cpu_count()} cores; torch {torch.__version__}, "
              f"{a.threads} thread(s); {a.steps} steps, batch 256, 8 layers, hidden 2x64",
              "", "speed-up = PyTorch median step time / biflow median step time (each iteration: batch sampling + "
              "forward + backward + clip + AdamW, first 10% dropped), medians over seeds; PyTorch runs fused AdamW, "
@@ -115,6 +117,9 @@ def main():
                                  f"| {med(bs, 'median_step_ms'):.3f} | {med(ts, 'median_step_ms'):.3f} | {r:.1f}x "
                                  f"| {med(bs, 'steps_per_second'):.0f} | {med(ts, 'steps_per_second'):.0f} |")
                     print(lines[-1], flush=True)
+    engines = sorted({r.get("gemm_engine", "?") for r in bs})
+    lines.insert(1, f"biflow's Cpu GEMM engine: {', '.join(engines)} (BIFLOW_CPU_BLAS; docs/performance.md)")
+    print(lines[1])
     for impl, rs in ratios.items():
         lines += ["", f"median speed-up vs PyTorch {impl}: {statistics.median(rs):.1f}x (min {min(rs):.1f}x, max {max(rs):.1f}x)"]
         print(lines[-1])
