@@ -1,4 +1,5 @@
-// Data-parallel training in one process (dist/communicator.hpp, dist/data_parallel.hpp): the SingleProcess
+// Data-parallel training in one process (dist/communicator.hpp, dist/data_parallel.hpp, dist/launch.hpp,
+// nn/gradient_ready.hpp): the SingleProcess
 // communicator, shards of the global batch, AnyCommunicator's dispatch, and the gradient reducer's place in the
 // optimiser step, seen through a scripted two-rank communicator whose "peer" is simulated. The real multi-process
 // cases (MPI, 2 ranks) are in tests/mpi/test_mpi.cpp.
@@ -313,6 +314,27 @@ void check_overlap(Make make, int steps) {
   CHECK(flat_values(plain->model()) == flat_values(dp->model()));
 }
 }  // namespace
+
+TEST_CASE("GradientReady maps a child to the flat-buffer range of its gradients, once; parameters outside the buffer "
+          "report nothing") {
+  Rng r(2);
+  auto a = make_coupling<D>(masks::half(4, 0), {8}, r), b = make_coupling<D>(masks::half(4, 1), {8}, r);
+  Sequential<AffineCoupling<D, MLP<D>>, AffineCoupling<D, MLP<D>>> flow(a, b);
+  FlatParameters<D> flat(flow);
+  std::vector<std::pair<long, long>> heard;
+  GradientReady<D> ready(flat.grads().data(), flat.size(), [&](long lo, long hi) { heard.emplace_back(lo, hi); });
+  auto& second = std::get<1>(flow.layers());
+  const long first_size = parameter_count(std::get<0>(flow.layers()));
+  ready.done(second);
+  ready.done(second);  // the cached range, the same answer
+  ready.done(std::get<0>(flow.layers()));
+  REQUIRE(heard.size() == 3);
+  CHECK(heard[0] == std::pair<long, long>{first_size, flat.size()});
+  CHECK(heard[1] == heard[0]);
+  CHECK(heard[2] == std::pair<long, long>{0, first_size});
+  ready.done(a);  // a copy that is not a view of the buffer: nothing to report
+  CHECK(heard.size() == 3);
+}
 
 TEST_CASE("data parallel with overlap (Sequential in Repeat): buckets start during the backward once final, every "
           "value is reduced once, none changes after its start, training equals the plain run") {
