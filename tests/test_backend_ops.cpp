@@ -1,10 +1,11 @@
 // Backend primitives (backend/ops.hpp, backend/cpu/ops.hpp, backend/functors.hpp, backend/tags.hpp,
 // backend/tensor.hpp), the counter-based RNG (core/rng.hpp) and the opt-in allocator tuning
 // (backend/cpu/allocator.hpp), core/fast_math.hpp, backend/cpu/parallel.hpp, backend/host_linalg.hpp,
-// backend/cpu/memory.hpp. The Cuda twins are compared against these in tests/cuda.
+// backend/cpu/memory.hpp, backend/cpu/reduce.hpp. The Cuda twins are compared against these in tests/cuda.
 #include <cstdio>
 #include <limits>
 #include <memory>
+#include <vector>
 
 #include "helpers.hpp"
 
@@ -116,6 +117,54 @@ TEST_CASE_TEMPLATE("layernorm primitives match the formula", B, CPU_BACKENDS) {
       CHECK(double(yh(r, c)) ==
             doctest::Approx((double(xh(r, c)) - mu) / std::sqrt(var + 1e-5) * double(gh(0, c)) + double(bh(0, c)))
                 .epsilon(1e-4));
+  }
+}
+
+TEST_CASE("16-lane row sums (cpu/reduce.hpp) equal the double sum on lengths with and without a remainder") {
+  for (long n : {0L, 1L, 15L, 16L, 17L, 64L, 100L, 1000L}) {
+    std::vector<float> v(static_cast<std::size_t>(n));
+    double exact = 0;
+    for (long i = 0; i < n; ++i) {
+      v[std::size_t(i)] = float(std::sin(0.37 * double(i)) * 3.0 + 0.1);
+      exact += double(v[std::size_t(i)]);
+    }
+    const float s = cpu::detail::lane_sum(n, [&](long i) { return v[std::size_t(i)]; });
+    CHECK(double(s) == doctest::Approx(exact).epsilon(1e-6).scale(1.0));
+  }
+}
+
+TEST_CASE_TEMPLATE("layernorm forward and backward on wide rows (the lane path and its remainder) match double math",
+                   B, CPU_BACKENDS) {
+  using T = typename B::scalar;
+  for (long C : {64L, 100L}) {
+    const long R = 5;
+    const auto x = randn<B>(R, C, 11, 3.0), g = randn<B>(1, C, 12), b = randn<B>(1, C, 13), dy = randn<B>(R, C, 14);
+    Tensor<B> y, mean, rstd, dg(1, C), db(1, C);
+    layernorm_forward(x, g, b, T(1e-5), y, mean, rstd);
+    const auto dx = to_host(layernorm_backward(x, g, mean, rstd, dy, dg, db));
+    const HostMatrix<double> xh = to_host(x).template cast<double>(), gh = to_host(g).template cast<double>(),
+                             bh = to_host(b).template cast<double>(), dyh = to_host(dy).template cast<double>();
+    const auto yh = to_host(y), dgh = to_host(dg), dbh = to_host(db);
+    Eigen::RowVectorXd edg = Eigen::RowVectorXd::Zero(C), edb = Eigen::RowVectorXd::Zero(C);
+    double worst_y = 0, worst_dx = 0;
+    for (long r = 0; r < R; ++r) {
+      const double mu = xh.row(r).mean();
+      const double rs = 1 / std::sqrt((xh.row(r).array() - mu).square().mean() + 1e-5);
+      const Eigen::RowVectorXd xhat = (xh.row(r).array() - mu) * rs;
+      const Eigen::RowVectorXd gg = dyh.row(r).cwiseProduct(gh);
+      const double s1 = gg.mean(), s2 = gg.cwiseProduct(xhat).mean();
+      for (long c = 0; c < C; ++c) {
+        worst_y = std::max(worst_y, std::abs(double(yh(r, c)) - (xhat(c) * gh(0, c) + bh(0, c))));
+        worst_dx = std::max(worst_dx, std::abs(double(dx(r, c)) - rs * (gg(c) - s1 - xhat(c) * s2)));
+      }
+      edg += dyh.row(r).cwiseProduct(xhat);
+      edb += dyh.row(r);
+    }
+    const double tol = std::is_same_v<T, float> ? 1e-4 : 1e-10;
+    CHECK(worst_y < tol);
+    CHECK(worst_dx < tol);
+    CHECK((dgh.template cast<double>() - edg).cwiseAbs().maxCoeff() < tol * 10);
+    CHECK((dbh.template cast<double>() - edb).cwiseAbs().maxCoeff() < tol * 10);
   }
 }
 

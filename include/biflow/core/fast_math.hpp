@@ -30,7 +30,8 @@ inline float exp(float x) {
   return p * std::bit_cast<float>(static_cast<std::int32_t>(n + 127.0f) << 23);
 }
 
-inline float erf(float x) {
+/// erf(x) given e = exp(-x²) (GELU's derivative needs that exponential too and computes it once).
+inline float erf_with_exp(float x, float e) {
   const float a = std::fabs(x);
   const float t = 1.0f / (1.0f + 0.3275911f * a);
   float p = 1.061405429f;
@@ -38,8 +39,10 @@ inline float erf(float x) {
   p = p * t + 1.421413741f;
   p = p * t - 0.284496736f;
   p = p * t + 0.254829592f;
-  const float y = 1.0f - p * t * fastmath::exp(-a * a);
+  const float y = 1.0f - p * t * e;
   return x < 0.0f ? -y : y;
 }
+
+inline float erf(float x) { return erf_with_exp(x, fastmath::exp(-x * x)); }
 
 }  // namespace biflow::fastmath

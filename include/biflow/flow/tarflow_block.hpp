@@ -294,7 +294,7 @@ class TarBlock : public FlowLayerBase<TarBlock<B>, B> {
     h.reshape(N * Tn, W);
     if (cfg_.cond_features > 0)
       add_repeat_rows(h, ctx ? class_embed.forward(cond, ctx->emb) : class_embed.forward(cond), Tn);
-    h = ctx ? layers.forward(h, ctx->layers) : layers.forward(h);
+    h = ctx ? layers.forward(std::move(h), ctx->layers) : layers.forward(h);
     Tensor<B> o = ctx ? proj_out.forward(std::move(h), ctx->out) : proj_out.forward(h);
     o.reshape(N, Tn * 2 * D);
     return concat_cols(Tensor<B>(N, 2 * D), slice_cols(o, 0, (Tn - 1) * 2 * D));

@@ -44,7 +44,15 @@ struct GELU {
   template <class T>
   BIFLOW_HOST_DEVICE static T value(T x) { return x * cdf(x); }
   template <class T>
-  BIFLOW_HOST_DEVICE static T grad(T x) { return cdf(x) + x * pdf(x); }
+  BIFLOW_HOST_DEVICE static T grad(T x) {
+#if !BIFLOW_DEVICE_COMPILE
+    if constexpr (std::is_same_v<T, float>) {  // Φ(x) and φ(x) share exp(-x²/2): one exponential, not two
+      const float e = fastmath::exp(-0.5f * x * x);
+      return 0.5f * (1.0f + fastmath::erf_with_exp(x * 0.70710678f, e)) + x * 0.39894228f * e;
+    }
+#endif
+    return cdf(x) + x * pdf(x);
+  }
 };
 struct SiLU {
   static constexpr const char* name = "silu";

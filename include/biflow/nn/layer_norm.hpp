@@ -19,11 +19,14 @@ class LayerNorm {
   }
   long in_features() const { return n_; }
   long out_features() const { return n_; }
-  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const {
+  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const { return forward(Tensor<B>(x), ctx); }
+  /// The input is kept for the backward: an rvalue moves into the context (a pre-norm transformer layer then
+  /// reads its residual back from there instead of copying it).
+  Tensor<B> forward(Tensor<B>&& x, Context& ctx) const {
     require_cols("LayerNorm.forward", x, n_);
     Tensor<B> y;
-    ctx.x = x;
-    layernorm_forward(x, weight.value, bias.value, eps_, y, ctx.mean, ctx.rstd);
+    ctx.x = std::move(x);
+    layernorm_forward(ctx.x, weight.value, bias.value, eps_, y, ctx.mean, ctx.rstd);
     return y;
   }
   Tensor<B> forward(const Tensor<B>& x) const {

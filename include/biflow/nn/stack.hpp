@@ -49,10 +49,12 @@ class Stack {
   long out_features() const { return items_.empty() ? 0 : items_.back().out_features(); }
 
   /// Training pass: each module's context in ctx.items.
-  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const {
+  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const { return forward(Tensor<B>(x), ctx); }
+  /// Each module gets its input as an rvalue, so one that keeps it in its context takes it without a copy.
+  Tensor<B> forward(Tensor<B>&& x, Context& ctx) const {
     ctx.items.resize(items_.size());
-    Tensor<B> h = x;
-    for (std::size_t i = 0; i < items_.size(); ++i) h = items_[i].forward(h, ctx.items[i]);
+    Tensor<B> h = std::move(x);
+    for (std::size_t i = 0; i < items_.size(); ++i) h = items_[i].forward(std::move(h), ctx.items[i]);
     return h;
   }
   /// Inference pass: nothing saved.
@@ -66,8 +68,10 @@ class Stack {
     if (ctx.items.size() != items_.size())
       throw usage_error(detail::cat("Stack.backward: the context holds ", ctx.items.size(), " modules' state, the stack has ",
                                     items_.size(), " (run forward(x, ctx) first)"));
-    Tensor<B> g = dy;
-    for (std::size_t i = items_.size(); i-- > 0;) g = items_[i].backward(ctx.items[i], g, i == 0 ? mode : inner(mode));
+    const std::size_t n = items_.size();
+    if (n == 0) return dy;
+    Tensor<B> g = items_[n - 1].backward(ctx.items[n - 1], dy, n == 1 ? mode : inner(mode));
+    for (std::size_t i = n - 1; i-- > 0;) g = items_[i].backward(ctx.items[i], g, i == 0 ? mode : inner(mode));
     return g;
   }
   template <class V>

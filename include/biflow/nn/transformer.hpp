@@ -28,11 +28,13 @@ class TransformerLayer {
   long in_features() const { return attn.in_features(); }
   long out_features() const { return attn.out_features(); }
 
-  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const {
-    Tensor<B> h = attn.forward(attn_norm.forward(x, ctx.n1), ctx.attn);
-    add_inplace(h, x);
-    Tensor<B> y = mlp.forward(mlp_norm.forward(h, ctx.n2), ctx.mlp);
-    add_inplace(y, h);
+  Tensor<B> forward(const Tensor<B>& x, Context& ctx) const { return forward(Tensor<B>(x), ctx); }
+  /// Each residual input moves into its LayerNorm's context and is read back from there for the add.
+  Tensor<B> forward(Tensor<B>&& x, Context& ctx) const {
+    Tensor<B> h = attn.forward(attn_norm.forward(std::move(x), ctx.n1), ctx.attn);
+    add_inplace(h, ctx.n1.x);
+    Tensor<B> y = mlp.forward(mlp_norm.forward(std::move(h), ctx.n2), ctx.mlp);
+    add_inplace(y, ctx.n2.x);
     return y;
   }
   Tensor<B> forward(const Tensor<B>& x) const {

@@ -13,6 +13,7 @@
 #include "../../core/fast_math.hpp"
 #include "memory.hpp"
 #include "parallel.hpp"
+#include "reduce.hpp"
 #include "../../core/rng.hpp"
 #include "../tensor.hpp"
 
@@ -296,21 +297,21 @@ template <class T>
 void softmax_rows(Tensor<Cpu<T>>& s, bool causal) {
   const long R = s.rows(), C = s.cols();
   cpu::parallel_range(R, cpu::grain_for(4 * C), [&](long r0, long r1) {
-  for (long r = r0; r < r1; ++r) {
-    T* row = s.data() + r * C;
-    const long n = causal ? (r % C) + 1 : C;
-    T mx = row[0];
-    for (long j = 1; j < n; ++j) mx = std::max(mx, row[j]);
-    T z = 0;
-    for (long j = 0; j < n; ++j) {
-      if constexpr (std::is_same_v<T, float>) row[j] = fastmath::exp(row[j] - mx);  // vectorisable
-      else row[j] = std::exp(row[j] - mx);
+    for (long r = r0; r < r1; ++r) {
+      T* row = s.data() + r * C;
+      const long n = causal ? (r % C) + 1 : C;
+      T mx = row[0];
+      for (long j = 1; j < n; ++j) mx = std::max(mx, row[j]);
+      T z = 0;
+      for (long j = 0; j < n; ++j) {
+        if constexpr (std::is_same_v<T, float>) row[j] = fastmath::exp(row[j] - mx);  // vectorisable
+        else row[j] = std::exp(row[j] - mx);
+      }
+      for (long j = 0; j < n; ++j) z += row[j];
+      const T inv = T(1) / z;
+      for (long j = 0; j < n; ++j) row[j] *= inv;
+      for (long j = n; j < C; ++j) row[j] = T(0);
     }
-    for (long j = 0; j < n; ++j) z += row[j];
-    const T inv = T(1) / z;
-    for (long j = 0; j < n; ++j) row[j] *= inv;
-    for (long j = n; j < C; ++j) row[j] = T(0);
-  }
   });
 }
 /// Softmax backward in place: dp <- p ∘ (dp − Σ_j p_j dp_j) per row (masked entries have p = 0, so stay 0).
@@ -322,8 +323,7 @@ void softmax_rows_backward(const Tensor<Cpu<T>>& p, Tensor<Cpu<T>>& dp) {
     for (long r = r0; r < r1; ++r) {
       const T* pr = p.data() + r * C;
       T* g = dp.data() + r * C;
-      T dot = 0;
-      for (long j = 0; j < C; ++j) dot += pr[j] * g[j];
+      const T dot = cpu::detail::lane_sum(C, [&](long j) { return pr[j] * g[j]; });
       BIFLOW_IVDEP for (long j = 0; j < C; ++j) g[j] = pr[j] * (g[j] - dot);
     }
   });
@@ -371,6 +371,7 @@ void copy_block(const Tensor<Cpu<T>>& src, long src_off, long src_ld, Tensor<Cpu
 }
 
 /// Row-wise layer normalisation: y = (x - mean) * rstd * gamma + beta; saves mean and rstd (rows x 1).
+/// Each row is read from memory once (it stays in L1 for its three sweeps) and the row sums run on 16 lanes.
 template <class T>
 void layernorm_forward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>& gamma, const Tensor<Cpu<T>>& beta, T eps,
                        Tensor<Cpu<T>>& y, Tensor<Cpu<T>>& mean, Tensor<Cpu<T>>& rstd) {
@@ -378,20 +379,19 @@ void layernorm_forward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>& gamma, con
   y = Tensor<Cpu<T>>(R, C, uninit);
   mean = Tensor<Cpu<T>>(R, 1, uninit);
   rstd = Tensor<Cpu<T>>(R, 1, uninit);
+  const T* ga = gamma.data();
+  const T* be = beta.data();
   cpu::parallel_range(R, cpu::grain_for(4 * C), [&](long r0, long r1) {
-  for (long r = r0; r < r1; ++r) {
-    const T* xr = x.data() + r * C;
-    T mu = 0;
-    for (long c = 0; c < C; ++c) mu += xr[c];
-    mu /= T(C);
-    T var = 0;
-    for (long c = 0; c < C; ++c) var += (xr[c] - mu) * (xr[c] - mu);
-    var /= T(C);
-    const T rs = T(1) / std::sqrt(var + eps);
-    mean.data()[r] = mu;
-    rstd.data()[r] = rs;
-    for (long c = 0; c < C; ++c) y.data()[r * C + c] = (xr[c] - mu) * rs * gamma.data()[c] + beta.data()[c];
-  }
+    for (long r = r0; r < r1; ++r) {
+      const T* xr = x.data() + r * C;
+      T* yr = y.data() + r * C;
+      const T mu = cpu::detail::lane_sum(C, [&](long c) { return xr[c]; }) / T(C);
+      const T var = cpu::detail::lane_sum(C, [&](long c) { return (xr[c] - mu) * (xr[c] - mu); }) / T(C);
+      const T rs = T(1) / std::sqrt(var + eps);
+      mean.data()[r] = mu;
+      rstd.data()[r] = rs;
+      BIFLOW_IVDEP for (long c = 0; c < C; ++c) yr[c] = (xr[c] - mu) * rs * ga[c] + be[c];
+    }
   });
 }
 /// Returns dx; accumulates dgamma, dbeta (1 x cols).
@@ -403,33 +403,30 @@ Tensor<Cpu<T>> layernorm_backward(const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>&
   require_shape("layernorm_backward: dgamma", dgamma, gamma.rows(), gamma.cols());
   require_shape("layernorm_backward: dbeta", dbeta, gamma.rows(), gamma.cols());
   Tensor<Cpu<T>> dx(R, C, uninit);
+  const T* ga = gamma.data();
   cpu::parallel_range(R, cpu::grain_for(6 * C), [&](long r0, long r1) {
     for (long r = r0; r < r1; ++r) {
       const T* xr = x.data() + r * C;
       const T* g = dy.data() + r * C;
+      T* dxr = dx.data() + r * C;
       const T mu = mean.data()[r], rs = rstd.data()[r];
-      T s1 = 0, s2 = 0;  // mean of (dy*gamma) and of (dy*gamma*xhat)
-      for (long c = 0; c < C; ++c) {
-        const T xh = (xr[c] - mu) * rs, gg = g[c] * gamma.data()[c];
-        s1 += gg;
-        s2 += gg * xh;
-      }
-      s1 /= T(C);
-      s2 /= T(C);
-      for (long c = 0; c < C; ++c) {
-        const T xh = (xr[c] - mu) * rs;
-        dx.data()[r * C + c] = rs * (g[c] * gamma.data()[c] - s1 - xh * s2);
-      }
+      // means of dy*gamma and of dy*gamma*xhat
+      const T s1 = cpu::detail::lane_sum(C, [&](long c) { return g[c] * ga[c]; }) / T(C);
+      const T s2 = cpu::detail::lane_sum(C, [&](long c) { return g[c] * ga[c] * ((xr[c] - mu) * rs); }) / T(C);
+      BIFLOW_IVDEP for (long c = 0; c < C; ++c) dxr[c] = rs * (g[c] * ga[c] - s1 - ((xr[c] - mu) * rs) * s2);
     }
   });
-  // Parameter gradients: summed over rows in a fixed order (same result for any thread count).
+  // Parameter gradients: summed over rows in a fixed order (same result for any thread count), vectorised over
+  // the columns.
+  T* dg = dgamma.data();
+  T* db = dbeta.data();
   for (long r = 0; r < R; ++r) {
     const T* xr = x.data() + r * C;
     const T* g = dy.data() + r * C;
     const T mu = mean.data()[r], rs = rstd.data()[r];
     BIFLOW_IVDEP for (long c = 0; c < C; ++c) {
-      dgamma.data()[c] += g[c] * (xr[c] - mu) * rs;
-      dbeta.data()[c] += g[c];
+      dg[c] += g[c] * (xr[c] - mu) * rs;
+      db[c] += g[c];
     }
   }
   return dx;
