@@ -69,6 +69,7 @@ inline void check_module_report(const testing::CheckReport& r) {
   CHECK(r.param_grad_error <= 1e-6);
   CHECK(r.inference_error <= 1e-12);
   CHECK(r.grad_mode_error <= 1e-12);
+  CHECK(r.context_reuse_error <= 1e-12);
 }
 
 template <class T>
@@ -95,6 +96,8 @@ void check_layer(const L& layer, const Tensor<typename L::backend>& x, const Ten
   // The inference pass and the gradient modes run the same arithmetic as the training pass / full backward.
   CHECK(r.inference_error <= (std::is_same_v<T, double> ? 1e-12 : 1e-5));
   CHECK(r.grad_mode_error <= (std::is_same_v<T, double> ? 1e-12 : 1e-5));
+  // Trainers keep one context across steps: a used context must give what a fresh one gives.
+  CHECK(r.context_reuse_error <= (std::is_same_v<T, double> ? 1e-12 : 1e-5));
   if constexpr (std::is_same_v<T, double>) {
     CHECK(r.logdet_forward_error <= 1e-6);
     CHECK(r.logdet_inverse_error <= 1e-6);

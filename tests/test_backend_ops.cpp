@@ -41,7 +41,8 @@ TEST_CASE_TEMPLATE("gemm at BLAS sizes (the configured engine: Eigen or a CBLAS 
   struct Case {
     long m, k, n;
   };
-  for (const Case cs : {Case{300, 70, 130}, Case{2048, 64, 64}, Case{64, 512, 96}})
+  // The last two: narrow results (a Linear's input gradient into a few features), which go to the BLAS as A·Bᵀ.
+  for (const Case cs : {Case{300, 70, 130}, Case{2048, 64, 64}, Case{64, 512, 96}, Case{2048, 64, 4}, Case{512, 768, 3}})
     for (int ta = 0; ta < 2; ++ta)
       for (int tb = 0; tb < 2; ++tb) {
         const long m = cs.m, k = cs.k, n = cs.n;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "../core/config.hpp"
+#include "../core/fast_math.hpp"
 
 namespace biflow::fn {
 
@@ -29,7 +30,7 @@ struct Copy {
 };
 struct Exp {
   template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T a) const { return std::exp(a); }
+  BIFLOW_HOST_DEVICE T operator()(T a) const { return fastmath::vexp(a); }
 };
 struct Square {
   template <class T>
@@ -83,11 +84,11 @@ struct SoftClampGrad {
 /// z = (x − μ)·exp(−α), x = z·exp(α) + μ, log-det −Σα.
 struct AffineArForward {
   template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T x, T mu, T a) const { return (x - mu) * std::exp(-a); }
+  BIFLOW_HOST_DEVICE T operator()(T x, T mu, T a) const { return (x - mu) * fastmath::vexp(-a); }
 };
 struct AffineArInverse {
   template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T z, T mu, T a) const { return z * std::exp(a) + mu; }
+  BIFLOW_HOST_DEVICE T operator()(T z, T mu, T a) const { return z * fastmath::vexp(a) + mu; }
 };
 /// ∂loss/∂α_raw for that transform with α = SoftClamp{c}(α_raw): (−dz·z − dlogdet)·slope(α).
 struct AffineArDAlpha {
@@ -97,7 +98,7 @@ struct AffineArDAlpha {
 };
 struct MulExp {  // a*exp(s)
   template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T a, T s) const { return a * std::exp(s); }
+  BIFLOW_HOST_DEVICE T operator()(T a, T s) const { return a * fastmath::vexp(s); }
 };
 /// a + b*c + d
 struct AddMulAdd {
@@ -106,7 +107,7 @@ struct AddMulAdd {
 };
 struct MulExpNeg {  // g * exp(-a)
   template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T g, T a) const { return g * std::exp(-a); }
+  BIFLOW_HOST_DEVICE T operator()(T g, T a) const { return g * fastmath::vexp(-a); }
 };
 
 /// (x - m)^2 * s (variances: ActNorm, Standardize)

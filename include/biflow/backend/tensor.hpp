@@ -2,12 +2,15 @@
 // Tensor<B>: the one shape biflow computes on. 2-D, row-major, rows = samples (x tokens), cols = features.
 #include "../core/config.hpp"  // before Eigen: EIGEN_DONT_PARALLELIZE
 #include <Eigen/Core>
+#include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "../core/config.hpp"
 #include "../core/errors.hpp"
+#include "cpu/arena.hpp"
 #include "tags.hpp"
 
 namespace biflow {
@@ -57,9 +60,10 @@ inline void check_view_assign(long r, long c, long rows, long cols) {
 }
 }  // namespace detail
 
-/// Cpu tensor: owns an Eigen row-major matrix, or is a *view* of part of another tensor's buffer (bind_view: how
-/// a model's parameters and gradients live in one flat buffer, train/flat_parameters.hpp). Copies are deep and
-/// own their data. A view stays bound for life: assigning to it (copy or move) writes the values into the viewed
+/// Cpu tensor: owns an Eigen row-major matrix, or a buffer of the cpu::Arena in scope when it was made
+/// (cpu/arena.hpp: what trainers use so that a step allocates nothing after warm-up), or is a *view* of part of
+/// another tensor's buffer (bind_view: how a model's parameters and gradients live in one flat buffer,
+/// train/flat_parameters.hpp). Copies are deep and own their data. A view stays bound for life: assigning to it (copy or move) writes the values into the viewed
 /// buffer (same shape, else shape_error), and moving *from* it copies, so std::swap exchanges contents.
 template <class T>
 class Tensor<Cpu<T>> {
@@ -69,46 +73,57 @@ class Tensor<Cpu<T>> {
   using Map = Eigen::Map<HostMatrix<T>>;
   using ConstMap = Eigen::Map<const HostMatrix<T>>;
   Tensor() = default;
-  Tensor(long rows, long cols) : m_(rows, cols) { m_.setZero(); }
-  Tensor(long rows, long cols, uninit_t) : m_(rows, cols) {}
+  Tensor(long rows, long cols) : Tensor(rows, cols, uninit) {
+    if (size() > 0) std::fill_n(data(), size(), T(0));
+  }
+  Tensor(long rows, long cols, uninit_t) { allocate(rows, cols); }
   explicit Tensor(HostMatrix<T> m) : m_(std::move(m)) {}
-  Tensor(const Tensor& o) : m_(o.eigen()) {}
+  Tensor(const Tensor& o) {
+    allocate(o.rows(), o.cols());
+    copy_from(o);
+  }
   // noexcept so that containers move rather than copy; moving from a view copies (an allocation failure there
   // terminates, as any allocation failure inside a noexcept move would).
   Tensor(Tensor&& o) noexcept {
-    if (o.view_) m_ = o.eigen();
-    else m_ = std::move(o.m_);
+    if (o.view_) {
+      allocate(o.rows(), o.cols());
+      copy_from(o);
+    } else {
+      take(std::move(o));
+    }
   }
   Tensor& operator=(const Tensor& o) {
     if (this == &o) return *this;
     if (view_) {
       detail::check_view_assign(rows(), cols(), o.rows(), o.cols());
-      eigen() = o.eigen();
-    } else {
-      m_ = o.eigen();
+    } else if (rows() != o.rows() || cols() != o.cols()) {
+      if (size() != o.size()) allocate(o.rows(), o.cols());
+      else reshape(o.rows(), o.cols());  // same size: the buffer is kept
     }
+    copy_from(o);
     return *this;
   }
   Tensor& operator=(Tensor&& o) {
     if (this == &o) return *this;
     if (view_ || o.view_) return *this = static_cast<const Tensor&>(o);
-    m_ = std::move(o.m_);
+    take(std::move(o));
     return *this;
   }
   ~Tensor() = default;
 
-  long rows() const { return view_ ? vr_ : m_.rows(); }
-  long cols() const { return view_ ? vc_ : m_.cols(); }
+  long rows() const { return view_ ? vr_ : pool_ ? pr_ : m_.rows(); }
+  long cols() const { return view_ ? vc_ : pool_ ? pc_ : m_.cols(); }
   long size() const { return rows() * cols(); }
   bool empty() const { return size() == 0; }
   /// Reinterprets the row-major buffer as rows x cols (same element count; no copy).
   void reshape(long rows, long cols) {
     detail::check_reshape(this->rows(), this->cols(), rows, cols);
     if (view_) vr_ = rows, vc_ = cols;
+    else if (pool_) pr_ = rows, pc_ = cols;
     else m_.resize(rows, cols);  // same size: Eigen keeps the buffer and only changes the dimensions
   }
-  T* data() { return view_ ? view_ : m_.data(); }
-  const T* data() const { return view_ ? view_ : m_.data(); }
+  T* data() { return view_ ? view_ : pool_ ? static_cast<T*>(pool_.get()) : m_.data(); }
+  const T* data() const { return view_ ? view_ : pool_ ? static_cast<const T*>(pool_.get()) : m_.data(); }
   /// Direct Eigen access; exists on Cpu only (backend code and tests use it, layers must not).
   Map eigen() { return Map(data(), rows(), cols()); }
   ConstMap eigen() const { return ConstMap(data(), rows(), cols()); }
@@ -118,6 +133,7 @@ class Tensor<Cpu<T>> {
   void bind_view(std::shared_ptr<Tensor> storage, long offset, long rows, long cols) {
     detail::check_view_bind(offset, rows, cols, storage->size());
     m_ = HostMatrix<T>();
+    pool_.release();
     view_ = storage->data() + offset;
     vr_ = rows;
     vc_ = cols;
@@ -126,7 +142,35 @@ class Tensor<Cpu<T>> {
   bool is_view() const { return view_ != nullptr; }
 
  private:
+  /// Fresh rows x cols storage: from the arena in scope on this thread, else the heap.
+  void allocate(long rows, long cols) {
+    if (rows < 0 || cols < 0)
+      throw shape_error(detail::cat("Tensor: cannot make a ", rows, "x", cols, " tensor (negative size)"));
+    cpu::detail::PooledBuffer b = cpu::detail::pooled_buffer(std::size_t(rows) * std::size_t(cols) * sizeof(T));
+    if (b) {
+      m_ = HostMatrix<T>();
+      pool_ = std::move(b);
+      pr_ = rows;
+      pc_ = cols;
+    } else {
+      pool_.release();
+      m_.resize(rows, cols);
+    }
+  }
+  void copy_from(const Tensor& o) {
+    if (size() > 0) std::copy_n(o.data(), size(), data());
+  }
+  /// Takes o's storage (neither is a view).
+  void take(Tensor&& o) noexcept {
+    m_ = std::move(o.m_);
+    pool_ = std::move(o.pool_);
+    pr_ = std::exchange(o.pr_, 0);
+    pc_ = std::exchange(o.pc_, 0);
+  }
+
   HostMatrix<T> m_;
+  cpu::detail::PooledBuffer pool_;  // non-empty: the data is this arena buffer (pr_ x pc_), m_ is empty
+  long pr_ = 0, pc_ = 0;
   T* view_ = nullptr;  // non-null: a view into keep_'s buffer
   long vr_ = 0, vc_ = 0;
   std::shared_ptr<Tensor> keep_;
@@ -154,7 +198,9 @@ Tensor<B> from_host(const HostMatrix<typename B::scalar>& m) {
 }
 template <class T>
 Tensor<Cpu<T>> backend_from_host(backend_tag<Cpu<T>>, const HostMatrix<T>& m) {
-  return Tensor<Cpu<T>>(m);
+  Tensor<Cpu<T>> t(m.rows(), m.cols(), uninit);
+  t.eigen() = m;
+  return t;
 }
 /// Explicit backend -> host copy (a plain copy on Cpu; a download on Cuda).
 template <class T>

@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "config.hpp"
 
@@ -44,5 +45,15 @@ inline float erf_with_exp(float x, float e) {
 }
 
 inline float erf(float x) { return erf_with_exp(x, fastmath::exp(-x * x)); }
+
+/// exp inside elementwise functors shared by both backends: the vectorisable float exp above on the host, the
+/// library function for double and in device code (where expf is already a fast intrinsic).
+template <class T>
+BIFLOW_HOST_DEVICE inline T vexp(T x) {
+#if !BIFLOW_DEVICE_COMPILE
+  if constexpr (std::is_same_v<T, float>) return fastmath::exp(x);
+#endif
+  return std::exp(x);
+}
 
 }  // namespace biflow::fastmath

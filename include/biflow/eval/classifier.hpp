@@ -63,6 +63,7 @@ class MlpClassifier {
   /// One step of softmax cross-entropy on (x, one-hot targets) with the shared optimiser step (clipping, NaN guard,
   /// schedule, AdamW, EMA as `opt`'s options say); returns the loss.
   double train_step(const Tensor<B>& x, const Tensor<B>& targets, Optimization<B>& opt) {
+    const auto memory = opt.step_scope();
     typename MlpFeatures<B>::Context cf;
     typename Linear<B>::Context cl;
     zero_grad(*this);

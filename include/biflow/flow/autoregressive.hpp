@@ -15,7 +15,7 @@ namespace biflow {
 namespace fn {
 struct NegMulExpNeg {  // -g * exp(-a)
   template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T g, T a) const { return -g * std::exp(-a); }
+  BIFLOW_HOST_DEVICE T operator()(T g, T a) const { return -g * fastmath::vexp(-a); }
 };
 /// IAF backward: the MADE output gradient for α_raw given the adjoint w of x = z·exp(α) + μ and the log-det
 /// weight dl: sign·(w·z·exp(α) + dl)·slope(α).
@@ -23,13 +23,13 @@ struct IafDAlpha {
   double c, sign;
   template <class T>
   BIFLOW_HOST_DEVICE T operator()(T w, T z, T dl, T a) const {
-    return T(sign) * (w * z * std::exp(a) + dl) * soft_clamp_slope(a, c);
+    return T(sign) * (w * z * fastmath::vexp(a) + dl) * soft_clamp_slope(a, c);
   }
 };
 /// IAF backward iteration: w = exp(−α)·(dz − u), u the MADE input-VJP of the current w.
 struct SubMulExpNeg {
   template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T dz, T u, T a) const { return (dz - u) * std::exp(-a); }
+  BIFLOW_HOST_DEVICE T operator()(T dz, T u, T a) const { return (dz - u) * fastmath::vexp(-a); }
 };
 }  // namespace fn
 

@@ -13,18 +13,18 @@ namespace biflow {
 namespace fn {
 struct AffineFwd {  // x*exp(s) + t
   template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T x, T s, T t) const { return x * std::exp(s) + t; }
+  BIFLOW_HOST_DEVICE T operator()(T x, T s, T t) const { return x * fastmath::vexp(s) + t; }
 };
 struct AffineInv {  // (y - t)*exp(-s)
   template <class T>
-  BIFLOW_HOST_DEVICE T operator()(T y, T s, T t) const { return (y - t) * std::exp(-s); }
+  BIFLOW_HOST_DEVICE T operator()(T y, T s, T t) const { return (y - t) * fastmath::vexp(-s); }
 };
 /// d loss / d s_raw for coupling: ((dy*x*exp(s) + dl) * inv_mask) * clamp'(s)
 struct CouplingDsRaw {
   double c;
   template <class T>
   BIFLOW_HOST_DEVICE T operator()(T dy, T x, T s, T dl, T im) const {
-    const T g = (dy * x * std::exp(s) + dl) * im;
+    const T g = (dy * x * fastmath::vexp(s) + dl) * im;
     if (c <= 0) return g;
     const T u = s / T(c);
     return g * (T(1) - u * u);

@@ -167,6 +167,7 @@ class ReverseTrainer {
   /// One optimisation step of G (and the strategy's heads) on data batch x with context cond. Under data
   /// parallelism x is this rank's shard and `rows` says where it sits in the global batch (BatchRows).
   ReverseStepResult step(const Tensor<B>& x, const Tensor<B>& cond, Rng& rng, BatchRows rows = {}) {
+    const auto memory = opt_.step_scope();
     const ReverseConfig& c = g_.config();
     ReverseStepResult r;
     Trainable params{&g_, &s_};

@@ -45,6 +45,9 @@ struct CheckReport {
   double grad_mode_error = 0;         ///< max deviation of input_only / params_only backward from the full one:
                                       ///< dx under input_only, parameter gradients under params_only, and any
                                       ///< change input_only made to a parameter gradient (must leave them alone)
+  double context_reuse_error = 0;     ///< max deviation of output, dx and parameter gradients when the context was
+                                      ///< used before on another batch (trainers keep one context across steps, so
+                                      ///< forward must rewrite everything backward reads)
   long params_checked = 0;            ///< parameter entries probed
   std::string worst_param;            ///< name of the parameter with the largest gradient error
   long probes = 0;                    ///< input points checked
@@ -54,7 +57,7 @@ struct CheckReport {
     if (!inverse_checked) s << "no inverse (forward only: round trip and inverse log-det not applicable); ";
     s << "roundtrip " << roundtrip_error << ", logdet fwd " << logdet_forward_error << ", logdet inv "
       << logdet_inverse_error << ", bruteforce " << logdet_bruteforce_error << ", dx " << input_grad_error
- << ", dparams " << param_grad_error << ", inference " << inference_error << ", grad modes " << grad_mode_error << " (" << params_checked << " entries; worst: " << worst_param << "), "
+ << ", dparams " << param_grad_error << ", inference " << inference_error << ", grad modes " << grad_mode_error << ", context reuse " << context_reuse_error << " (" << params_checked << " entries; worst: " << worst_param << "), "
       << probes << " probe points";
     if (at_identity) s << "; AT IDENTITY (Jacobian = I): randomise the weights first, the checks prove nothing here";
     return s.str();
@@ -255,6 +258,27 @@ void check_flow_layer_at(L& layer, const Tensor<typename L::backend>& x, const T
   rep.inference_error = std::max({rep.inference_error, max_abs_diff(fi.y, f.y), max_abs_diff(fi.logdet, f.logdet)});
   rep.grad_mode_error = std::max(rep.grad_mode_error, grad_mode_deviation(layer, dx.template cast<double>(), pg,
       [&](GradMode m) { return layer.backward(c0, from_host<B>(r1), from_host<B>(r2), m); }));
+  // A context that served another batch first (twice the rows, other values) must give what a fresh one gives.
+  // Both runs start from copies of the layer in its present state (a training forward may update buffers, e.g.
+  // spectral normalisation's power iteration), and the other batch runs on a third copy: only the context differs.
+  {
+    const HostMatrix<T> xh = to_host(x);
+    const Tensor<B> other = from_host<B>(HostMatrix<T>((HostMatrix<T>(2 * R, D) << xh, xh * T(0.7)).finished()));
+    const Tensor<B> other_cond =
+        cond.empty() ? cond : from_host<B>((HostMatrix<T>(2 * R, cond.cols()) << to_host(cond), to_host(cond)).finished());
+    L fresh = layer, reused = layer, scratch = layer;
+    typename L::Context cf, cr;
+    scratch.forward(other, cr, other_cond, logdet::analytic);
+    const FlowOut<B> ff = fresh.forward(x, cf, cond, logdet::analytic);
+    const FlowOut<B> fr = reused.forward(x, cr, cond, logdet::analytic);
+    zero_grad(fresh);
+    zero_grad(reused);
+    const Tensor<B> dxf = fresh.backward(cf, from_host<B>(r1), from_host<B>(r2));
+    const Tensor<B> dxr = reused.backward(cr, from_host<B>(r1), from_host<B>(r2));
+    rep.context_reuse_error =
+        std::max({rep.context_reuse_error, max_abs_diff(fr.y, ff.y), max_abs_diff(fr.logdet, ff.logdet),
+                  max_abs_diff(dxr, dxf), max_abs_diff(detail::grads_of(reused), detail::grads_of(fresh))});
+  }
   zero_grad(layer);
   layer.backward(c0, from_host<B>(r1), from_host<B>(r2));  // the full gradients again, for the checks below
   rep.input_grad_error = std::max(rep.input_grad_error, detail::input_grad_error(x, dx, loss_at, o.fd_step));
@@ -301,6 +325,19 @@ CheckReport check_module(const M& module_in, const Tensor<typename M::backend>& 
   rep.inference_error = detail::max_abs_diff(m.forward(x), y);
   rep.grad_mode_error = detail::grad_mode_deviation(m, dx.template cast<double>(), pg,
                                                     [&](GradMode md) { return m.backward(ctx, from_host<B>(r), md); });
+  {  // a context that served another batch (twice the rows) first must give what a fresh one gives
+    const HostMatrix<T> xh = to_host(x);
+    M fresh = m, reused = m, scratch = m;
+    typename M::Context cf, cr;
+    scratch.forward(from_host<B>(HostMatrix<T>((HostMatrix<T>(2 * x.rows(), x.cols()) << xh, xh * T(0.7)).finished())),
+                    cr);
+    const Tensor<B> yf = fresh.forward(x, cf), yr = reused.forward(x, cr);
+    zero_grad(fresh);
+    zero_grad(reused);
+    const Tensor<B> dxf = fresh.backward(cf, from_host<B>(r)), dxr = reused.backward(cr, from_host<B>(r));
+    rep.context_reuse_error = std::max({detail::max_abs_diff(yr, yf), detail::max_abs_diff(dxr, dxf),
+                                        detail::max_abs_diff(detail::grads_of(reused), detail::grads_of(fresh))});
+  }
   rep.input_grad_error = detail::input_grad_error(x, dx, loss_at, o.fd_step);
   detail::check_param_grads(m, pg, [&] { return loss_at(x); }, o, rep, rng);
   rep.probes = 1;

@@ -23,16 +23,18 @@ struct NllRow {  // ½Σz² + D/2 log 2π − logdet, per row
 /// one (residual flows: logdet::russian_roulette gives an unbiased loss and gradient, logdet::hutchinson a biased
 /// one) — then the returned loss is that estimate, not the exact NLL (evaluate with `nll` for that).
 /// `ready` (data-parallel training) is handed to the flow's backward when it takes one.
+/// This overload runs on a context the caller keeps (a trainer's, reused every step: its vectors and tensors are
+/// rewritten, not made again).
 template <ForwardFlowLayer F, LogDetPolicy P = logdet::Analytic>
-double nll_forward_backward(F& flow, const Tensor<typename F::backend>& x, const Tensor<typename F::backend>& cond = {},
-                            const P& policy = {}, const GradientReady<typename F::backend>* ready = nullptr) {
+double nll_forward_backward(F& flow, typename F::Context& ctx, const Tensor<typename F::backend>& x,
+                            const Tensor<typename F::backend>& cond = {}, const P& policy = {},
+                            const GradientReady<typename F::backend>* ready = nullptr) {
   static_assert(P::compute, "nll_forward_backward: the NLL needs the log-det; logdet::None computes none "
                             "(train with logdet::analytic or a stochastic policy)");
   static_assert(!std::is_same_v<P, logdet::BruteForce>, "nll_forward_backward: logdet::BruteForce is for verification "
                                                         "and has no gradient; train with logdet::analytic or a "
                                                         "stochastic policy");
   using B = typename F::backend;
-  typename F::Context ctx;
   const FlowOut<B> o = flow.forward(x, ctx, cond, policy);
   const double n = double(x.rows());
   const Tensor<B> per_row = zip(fn::NllRow{0.5 * double(x.cols()) * std::log(2 * std::numbers::pi)},
@@ -43,6 +45,13 @@ double nll_forward_backward(F& flow, const Tensor<typename F::backend>& x, const
   backward_with_ready(flow, ready, ctx, zip(fn::Scale{1.0 / n}, o.y),
                       constant<B>(x.rows(), 1, typename B::scalar(-1.0 / n)), GradMode::params_only);
   return loss;
+}
+
+template <ForwardFlowLayer F, LogDetPolicy P = logdet::Analytic>
+double nll_forward_backward(F& flow, const Tensor<typename F::backend>& x, const Tensor<typename F::backend>& cond = {},
+                            const P& policy = {}, const GradientReady<typename F::backend>* ready = nullptr) {
+  typename F::Context ctx;
+  return nll_forward_backward(flow, ctx, x, cond, policy, ready);
 }
 
 /// Mean NLL without gradients.

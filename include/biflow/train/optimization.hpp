@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "../backend/step_memory.hpp"
 #include "../nn/gradient_ready.hpp"
 #include "adamw.hpp"
 #include "clip.hpp"
@@ -51,6 +52,11 @@ class Optimization {
   explicit Optimization(TrainOptions o, std::string hint = "lower the learning rate or check the data")
       : o_(o), hint_(std::move(hint)), opt_({o.beta1, o.beta2, o.eps, o.weight_decay}),
         ema_(o.ema_decay, o.ema_warmup), sched_{o.lr, o.warmup, o.total_steps, o.min_lr_fraction, o.linear_decay} {}
+
+  /// Opened by the trainers around each step (forward, backward and this step): the step's tensors then reuse
+  /// the buffers of the step before (Cpu: cpu::Arena), so after warm-up a step allocates no tensor memory.
+  auto step_scope() { return memory_.scope(); }
+  StepMemory<B>& step_memory() { return memory_; }
 
   /// Finishes a step whose gradients `trainable` now holds (the caller zeroed them before its backward):
   /// clipping, guard, AdamW on `trainable`, EMA of `averaged` (the model whose weights one evaluates: the whole
@@ -165,6 +171,7 @@ class Optimization {
   bool reduces_gradients() const { return bool(reducer_); }
 
  private:
+  StepMemory<B> memory_;
   TrainOptions o_;
   std::string hint_;
   AdamW<B> opt_;

@@ -22,8 +22,9 @@ class MleTrainer {
 
   /// One optimisation step on batch x (and context cond for conditional flows).
   StepResult step(const Tensor<B>& x, const Tensor<B>& cond = {}) {
+    const auto memory = opt_.step_scope();
     zero_grad(flow_);
-    const double loss = nll_forward_backward(flow_, x, cond, policy_, opt_.gradient_ready(flow_));
+    const double loss = nll_forward_backward(flow_, ctx_, x, cond, policy_, opt_.gradient_ready(flow_));
     return opt_.step(flow_, loss);
   }
   long steps() const { return opt_.steps(); }
@@ -40,6 +41,7 @@ class MleTrainer {
   F& flow_;
   Optimization<B> opt_;
   P policy_;
+  typename F::Context ctx_;  // kept across steps (rewritten by each forward): no per-step allocation of its parts
 };
 
 }  // namespace biflow

@@ -87,7 +87,10 @@ class ElboTrainer {
                                     flow.features()));
   }
   /// One optimisation step: negative_elbo_backward, then the shared optimiser step.
-  StepResult step(Rng& rng) { return opt_.step(flow_, negative_elbo_backward(rng)); }
+  StepResult step(Rng& rng) {
+    const auto memory = opt_.step_scope();
+    return opt_.step(flow_, negative_elbo_backward(rng));
+  }
   /// Zeroes the gradients, draws a batch, and leaves ∂(−ELBO)/∂θ of that batch in the flow's gradients; returns
   /// the batch's −ELBO. No parameter changes (the gradient a step would take, e.g. to check it).
   double negative_elbo_backward(Rng& rng) {

@@ -64,9 +64,22 @@ void gemm(const Tensor<Cpu<T>>& a, bool trans_a, const Tensor<Cpu<T>>& b, bool t
   // The BLAS from its measured crossover up; tensors are dense row-major (views too), as CBLAS wants them. Each
   // thread's block of rows is one serial BLAS call, so the row split below stays the only source of threads.
   if (sh.m > 0 && sh.n > 0 && sh.k > 0 && double(sh.m) * double(sh.n) * double(sh.k) >= cpu::min_blas_mnk()) {
+    // OpenBLAS 0.3.21's small-matrix path mallocs a packed copy of B in every A·B (no transposes) with few columns
+    // (n ≤ 24 measured: a Linear's input gradient into 1–16 features); it does not for A·Bᵀ. So such a B goes in
+    // transposed (k·n elements, a step arena's buffer in training) and the step allocates nothing.
+    Tensor<Cpu<T>> bt;
+    bool tb = trans_b;
+    const Tensor<Cpu<T>>* bp = &b;
+    if (!trans_a && !trans_b && sh.n <= 32) {
+      bt = Tensor<Cpu<T>>(sh.n, sh.k, uninit);
+      for (long i = 0; i < sh.k; ++i)
+        for (long j = 0; j < sh.n; ++j) bt.data()[j * sh.k + i] = b.data()[i * sh.n + j];
+      bp = &bt;
+      tb = true;
+    }
     auto blas_rows = [&](long r0, long r1) {
       const T* ap = trans_a ? a.data() + r0 : a.data() + r0 * a.cols();
-      detail::cblas_gemm(trans_a, trans_b, r1 - r0, sh.n, sh.k, alpha, ap, a.cols(), b.data(), b.cols(), beta,
+      detail::cblas_gemm(trans_a, tb, r1 - r0, sh.n, sh.k, alpha, ap, a.cols(), bp->data(), bp->cols(), beta,
                          c.data() + r0 * sh.n, sh.n);
     };
     const int nt = cpu::threads();
@@ -192,7 +205,9 @@ void packed_map_grad(F f, long P, const Tensor<Cpu<T>>& x, const Tensor<Cpu<T>>&
 /// rows x 1: sum of each row.
 template <class T>
 Tensor<Cpu<T>> row_sum(const Tensor<Cpu<T>>& x) {
-  return Tensor<Cpu<T>>(HostMatrix<T>(x.eigen().rowwise().sum()));
+  Tensor<Cpu<T>> out(x.rows(), 1, uninit);  // from the step's arena when there is one (not an Eigen temporary)
+  out.eigen().noalias() = x.eigen().rowwise().sum();
+  return out;
 }
 /// out (1 x cols) = beta * out + sum of x over rows.
 template <class T>
@@ -239,15 +254,17 @@ void fill(Tensor<Cpu<T>>& x, T v) {
 template <class T>
 Tensor<Cpu<T>> slice_cols(const Tensor<Cpu<T>>& x, long c0, long n) {
   detail::check_col_range(c0, n, x.cols());
-  return Tensor<Cpu<T>>(HostMatrix<T>(x.eigen().middleCols(c0, n)));
+  Tensor<Cpu<T>> out(x.rows(), n, uninit);
+  out.eigen() = x.eigen().middleCols(c0, n);
+  return out;
 }
 /// [a | b] side by side (same rows).
 template <class T>
 Tensor<Cpu<T>> concat_cols(const Tensor<Cpu<T>>& a, const Tensor<Cpu<T>>& b) {
   require_dim("concat_cols", "rows of the second tensor", a.rows(), b.rows());
-  HostMatrix<T> m(a.rows(), a.cols() + b.cols());
-  m << a.eigen(), b.eigen();
-  return Tensor<Cpu<T>>(std::move(m));
+  Tensor<Cpu<T>> out(a.rows(), a.cols() + b.cols(), uninit);
+  out.eigen() << a.eigen(), b.eigen();
+  return out;
 }
 /// y[:, j] = x[:, idx[j]].
 template <class T>
