@@ -140,13 +140,13 @@ void map(Tensor<Cpu<T>>& out, F f, const In&... in) {
   }
   [&]<std::size_t... I>(std::index_sequence<I...>) {
     if (same) {
-      cpu::parallel_range(R * C, cpu::kParallelGrain, [&](long lo, long hi) {
+      cpu::parallel_range(R * C, cpu::kParallelGrain, [&](long lo, long hi) BIFLOW_FLATTEN {
         BIFLOW_IVDEP for (long i = lo; i < hi; ++i) o[i] = f(ptr[I][i]...);
       });
       return;
     }
     if (contiguous_cols) {
-      cpu::parallel_range(R, cpu::grain_for(C), [&](long r0, long r1) {
+      cpu::parallel_range(R, cpu::grain_for(C), [&](long r0, long r1) BIFLOW_FLATTEN {
         for (long r = r0; r < r1; ++r) {
           const T* rowp[] = {ptr[I] + r * bc[I].rs...};
           T* orow = o + r * C;
@@ -167,7 +167,7 @@ void for_each(F f, Tensor<Cpu<T>>& first, Ts&... rest) {
   ((require_shape("for_each", rest, first.rows(), first.cols())), ...);
   const long n = first.size();
   [&](T* p0, auto*... p) {
-    cpu::parallel_range(n, cpu::kParallelGrain, [&](long lo, long hi) {
+    cpu::parallel_range(n, cpu::kParallelGrain, [&](long lo, long hi) BIFLOW_FLATTEN {
       BIFLOW_IVDEP for (long i = lo; i < hi; ++i) f(p0[i], p[i]...);
     });
   }(first.data(), rest.data()...);
