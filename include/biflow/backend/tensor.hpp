@@ -63,8 +63,9 @@ inline void check_view_assign(long r, long c, long rows, long cols) {
 /// Cpu tensor: owns an Eigen row-major matrix, or a buffer of the cpu::Arena in scope when it was made
 /// (cpu/arena.hpp: what trainers use so that a step allocates nothing after warm-up), or is a *view* of part of
 /// another tensor's buffer (bind_view: how a model's parameters and gradients live in one flat buffer,
-/// train/flat_parameters.hpp). Copies are deep and own their data. A view stays bound for life: assigning to it (copy or move) writes the values into the viewed
-/// buffer (same shape, else shape_error), and moving *from* it copies, so std::swap exchanges contents.
+/// train/flat_parameters.hpp). Copies are deep and own their data. A view stays bound for life: assigning to it
+/// (copy or move) writes the values into the viewed buffer (same shape, else shape_error), and moving *from* it
+/// copies, so std::swap exchanges contents.
 template <class T>
 class Tensor<Cpu<T>> {
  public:

@@ -72,8 +72,7 @@ void gemm(const Tensor<Cpu<T>>& a, bool trans_a, const Tensor<Cpu<T>>& b, bool t
     const Tensor<Cpu<T>>* bp = &b;
     if (!trans_a && !trans_b && sh.n <= 32) {
       bt = Tensor<Cpu<T>>(sh.n, sh.k, uninit);
-      for (long i = 0; i < sh.k; ++i)
-        for (long j = 0; j < sh.n; ++j) bt.data()[j * sh.k + i] = b.data()[i * sh.n + j];
+      bt.eigen() = b.eigen().transpose();
       bp = &bt;
       tb = true;
     }
